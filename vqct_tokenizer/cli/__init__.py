@@ -1,0 +1,53 @@
+"""The ``vqct`` command line. Each subcommand lives in its own module with ``add_parser`` and ``run``.
+
+Modules are imported only when their command runs, so ``vqct encode`` never imports nltk or the
+training stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command name -> (module under vqct_tokenizer.cli, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "encode": ("tokens", "encode images to token grids (.npy, .pt or .json)"),
+    "decode": ("tokens", "decode a token file to image(s)"),
+    "reconstruct": ("tokens", "encode then decode an image; optionally save it beside the original"),
+    "describe": ("tokens", "print the word grid of an image"),
+    "build-codebook": ("build_codebook", "mine captions and embed words into a codebook prior"),
+    "train": ("train", "train a VQCT model (or a baseline) from a config"),
+    "export": ("export", "export a training checkpoint to a slim tokenizer folder"),
+    "eval": ("evaluate", "measure reconstruction quality and codebook usage"),
+    "encode-dataset": ("encode_dataset", "tokenize a whole dataset into resumable shards"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(prog="vqct", description="VQCT image tokenizer")
+    parser.add_argument("--version", action="version", version=f"vqct-tokenizer {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        # argument definitions are cheap to import; heavy imports happen inside run()
+        importlib.import_module(f".{module}", __name__).add_arguments(name, p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module = importlib.import_module(f".{args._module}", __name__)
+    try:
+        return int(module.run(args) or 0)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        # user errors are reported in one line; tracebacks are for bugs
+        print(f"vqct {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

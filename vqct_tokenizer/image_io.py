@@ -1,0 +1,226 @@
+"""Image input and output for the tokenizer.
+
+Every accepted input becomes a float32 tensor (3, H, W) with values in [0, 1]; resizing happens on
+that tensor (antialiased bicubic), so a PIL image, its numpy array and its tensor give the same tokens.
+
+Value-range convention:
+  * PIL images and uint8 arrays/tensors: 0..255;
+  * float numpy arrays and float tensors: [0, 1] (anything outside raises ImageError).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from .errors import ImageError
+
+# A truncated file must be an error, not a silently grey-padded image.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+_RANGE_TOLERANCE = 1e-4  # float round-off from upstream pipelines, e.g. 1.0000001
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Open and fully decode an image file, with errors that name the file and the problem."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"image file not found: {path}")
+    if path.is_dir():
+        raise ImageError(f"{path} is a directory, not an image file")
+    try:
+        with Image.open(path) as img:
+            img.load()  # decode now, so truncation and corruption surface here
+            return img.copy() if img.mode in ("RGB", "RGBA", "L") else img.convert(_safe_mode(img))
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{path}: image is too large to decode safely ({e}). If you trust this file, "
+                         "raise PIL.Image.MAX_IMAGE_PIXELS") from e
+    except UnidentifiedImageError as e:
+        raise ImageError(f"{path}: not a readable image file (unknown or corrupt format)") from e
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"{path}: corrupt or truncated image ({e})") from e
+
+
+def _safe_mode(img: Image.Image) -> str:
+    # Modes whose conversion we handle later; keep them so alpha and 16-bit are treated properly.
+    return img.mode if img.mode in ("LA", "P", "PA", "I;16", "I;16B", "I;16L", "I", "F", "CMYK", "YCbCr", "LAB", "HSV", "1") else "RGB"
+
+
+def pil_to_tensor(img: Image.Image) -> torch.Tensor:
+    """Any PIL mode -> (3, H, W) float32 in [0, 1]. Transparency is composited over white."""
+    if img.width == 0 or img.height == 0:
+        raise ImageError(f"image has zero size ({img.width}x{img.height})")
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float32)
+        peak = 65535.0 if mode.startswith("I;16") or (mode == "I" and arr.max(initial=0) > 255) else 255.0
+        if mode == "F":
+            peak = max(1.0, float(arr.max(initial=1.0)))
+        arr = np.clip(arr / peak, 0.0, 1.0)
+        return torch.from_numpy(np.ascontiguousarray(arr))[None].expand(3, -1, -1).contiguous()
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif mode in ("LA", "PA", "La"):
+        img = img.convert("RGBA")
+    if img.mode == "RGBA":
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img)
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    arr = np.asarray(img, dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def _check_float(t: torch.Tensor, what: str) -> torch.Tensor:
+    if not torch.isfinite(t).all():
+        raise ImageError(f"{what} contains NaN or inf values")
+    lo, hi = float(t.min()), float(t.max())
+    if lo < -_RANGE_TOLERANCE or hi > 1.0 + _RANGE_TOLERANCE:
+        raise ImageError(f"{what} has values in [{lo:.4g}, {hi:.4g}]; float images must be in [0, 1] "
+                         "(divide uint8 data by 255, or map [-1, 1] data with (x + 1) / 2)")
+    return t.clamp(0.0, 1.0)
+
+
+def _check_size(h: int, w: int, what: str) -> None:
+    if h == 0 or w == 0:
+        raise ImageError(f"{what} has zero size ({w}x{h})")
+
+
+def array_to_tensors(arr: np.ndarray) -> list[torch.Tensor]:
+    """numpy (H, W, 3) or (B, H, W, 3), uint8 (0..255) or float ([0, 1]) -> list of (3, H, W)."""
+    if arr.ndim == 3:
+        arr = arr[None]
+    if arr.ndim != 4 or arr.shape[-1] != 3:
+        raise ImageError(f"numpy images must be (H, W, 3) or (B, H, W, 3), got shape {tuple(arr.shape)}")
+    _check_size(arr.shape[1], arr.shape[2], "numpy image")
+    if arr.dtype == np.uint8:
+        t = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float().div_(255.0)
+    elif np.issubdtype(arr.dtype, np.floating):
+        t = _check_float(torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).permute(0, 3, 1, 2), "numpy image")
+    else:
+        raise ImageError(f"numpy images must be uint8 (0..255) or float ([0, 1]), got dtype {arr.dtype}")
+    return list(t.contiguous())
+
+
+def torch_to_tensors(t: torch.Tensor) -> list[torch.Tensor]:
+    """(3, H, W) or (B, 3, H, W); float in [0, 1] or uint8 in 0..255 -> list of (3, H, W) float32."""
+    if t.ndim == 3:
+        t = t[None]
+    if t.ndim != 4 or t.shape[1] != 3:
+        raise ImageError(f"tensor images must be (3, H, W) or (B, 3, H, W), got shape {tuple(t.shape)}")
+    _check_size(t.shape[2], t.shape[3], "tensor image")
+    t = t.detach().cpu()
+    if t.dtype == torch.uint8:
+        t = t.float().div(255.0)
+    elif t.is_floating_point():
+        t = _check_float(t.float(), "tensor image")
+    else:
+        raise ImageError(f"tensor images must be float ([0, 1]) or uint8 (0..255), got dtype {t.dtype}")
+    return list(t)
+
+
+def to_tensors(images: Any) -> tuple[list[torch.Tensor], bool]:
+    """Normalise any accepted input to a list of (3, H, W) float tensors.
+
+    Returns (tensors, batched): ``batched`` is False when the input was one image, so the caller
+    returns an unbatched result.
+    """
+    if isinstance(images, (str, os.PathLike)):
+        return [pil_to_tensor(load_image(images))], False
+    if isinstance(images, Image.Image):
+        return [pil_to_tensor(images)], False
+    if isinstance(images, np.ndarray):
+        return array_to_tensors(images), images.ndim == 4
+    if isinstance(images, torch.Tensor):
+        return torch_to_tensors(images), images.ndim == 4
+    if isinstance(images, (list, tuple)):
+        if len(images) == 0:
+            raise ImageError("got an empty list of images")
+        out: list[torch.Tensor] = []
+        for i, item in enumerate(images):
+            if isinstance(item, (list, tuple)):
+                raise ImageError(f"item {i} of the image list is itself a list; pass a flat list")
+            out.extend(to_tensors(item)[0])
+        return out, True
+    raise ImageError(f"cannot read an image from {type(images).__name__}; pass a path, PIL image, "
+                     "numpy array or torch tensor (or a list of them)")
+
+
+# ---------------------------------------------------------------------------------------- geometry
+def resize_to(img: torch.Tensor, resolution: int, mode: str, resample: str) -> torch.Tensor:
+    """(3, H, W) -> (3, R, R) following the config's ``resize_mode``."""
+    _, h, w = img.shape
+    if mode == "resize":
+        return _interp(img, resolution, resolution, resample)
+    if mode == "center_crop":
+        scale = resolution / min(h, w)
+        nh, nw = max(resolution, round(h * scale)), max(resolution, round(w * scale))
+        img = _interp(img, nh, nw, resample)
+        top, left = (nh - resolution) // 2, (nw - resolution) // 2
+        return img[:, top:top + resolution, left:left + resolution]
+    if mode == "pad":  # fit the long side, pad the rest with white
+        scale = resolution / max(h, w)
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        img = _interp(img, nh, nw, resample)
+        out = torch.ones(3, resolution, resolution, dtype=img.dtype)
+        top, left = (resolution - nh) // 2, (resolution - nw) // 2
+        out[:, top:top + nh, left:left + nw] = img
+        return out
+    raise ValueError(f"unknown resize mode {mode!r}")
+
+
+def _interp(img: torch.Tensor, h: int, w: int, resample: str) -> torch.Tensor:
+    if img.shape[1:] == (h, w):
+        return img
+    x = img[None]
+    if resample == "nearest":
+        out = F.interpolate(x, size=(h, w), mode="nearest-exact")
+    elif resample == "lanczos":  # torch has no lanczos; bicubic with antialias is the closest
+        out = F.interpolate(x, size=(h, w), mode="bicubic", antialias=True, align_corners=False)
+    else:
+        out = F.interpolate(x, size=(h, w), mode=resample, antialias=True, align_corners=False)
+    return out[0].clamp_(0.0, 1.0)
+
+
+def pad_to_multiple(img: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad bottom/right by edge replication so H and W are multiples of ``multiple``.
+
+    Padding only bottom/right keeps the original image at the top-left, so cropping the decoded
+    image to the original (H, W) undoes it exactly.
+    """
+    _, h, w = img.shape
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return img
+    return F.pad(img[None], (0, pw, 0, ph), mode="replicate")[0]
+
+
+# ---------------------------------------------------------------------------------------- output
+def to_output(batch: torch.Tensor, output_type: str) -> Any:
+    """(B, 3, H, W) in [0, 1] -> list of PIL images, uint8 array (B, H, W, 3), or float tensor."""
+    if output_type == "pt":
+        return batch
+    arr = batch.mul(255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    if output_type == "np":
+        return arr
+    if output_type == "pil":
+        return [Image.fromarray(a) for a in arr]
+    raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
+
+
+def side_by_side(images: Sequence[Image.Image], gap: int = 4) -> Image.Image:
+    """Join images left to right on a white background (for original | reconstruction figures)."""
+    h = max(i.height for i in images)
+    w = sum(i.width for i in images) + gap * (len(images) - 1)
+    canvas = Image.new("RGB", (w, h), (255, 255, 255))
+    x = 0
+    for im in images:
+        canvas.paste(im.convert("RGB"), (x, 0))
+        x += im.width + gap
+    return canvas
