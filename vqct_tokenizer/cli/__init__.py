@@ -24,7 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; only ``command``'s module is imported (all of them when None)."""
     from .. import __version__
 
     parser = argparse.ArgumentParser(prog="vqct", description="VQCT image tokenizer")
@@ -33,17 +34,20 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module)
-        # argument definitions are cheap to import; heavy imports happen inside run()
-        importlib.import_module(f".{module}", __name__).add_arguments(name, p)
+        if command is None or name == command:
+            # argument definitions are cheap to import; heavy imports happen inside run()
+            importlib.import_module(f".{module}", __name__).add_arguments(name, p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command if command in COMMANDS else None).parse_args(argv)
     module = importlib.import_module(f".{args._module}", __name__)
     try:
         return int(module.run(args) or 0)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+    except (ValueError, OSError, RuntimeError) as e:
         # user errors are reported in one line; tracebacks are for bugs
         print(f"vqct {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,132 @@
+"""Training configuration: built-in defaults <- a JSON config file <- ``key.sub=value`` overrides.
+
+Shipped configs live in ``vqct_tokenizer/training/configs/NAME.json`` and can be named without the
+path (``vqct train --config faces64``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+DEFAULTS: dict[str, Any] = {
+    # the autoencoder: VQCTConfig fields (num_adjectives/num_nouns come from the prior)
+    "model": {
+        "resolution": 256, "ch": 128, "ch_mult": [1, 1, 2, 2, 4], "num_res_blocks": 2,
+        "attn_resolutions": [16], "z_channels": 256, "codebook_dim": 256, "k_adjectives": 2,
+        "norm_groups": 32, "dropout": 0.0,
+    },
+    "codebook": {
+        "quantizer": "vqct",       # vqct (dual adjective/noun) | vq (plain VQGAN, num_codes)
+        "source": "transfer",      # transfer (from word vectors) | learned (from scratch)
+        "transfer": "gcn",         # gcn | mlp | linear
+        "pos": "split",            # split (adjective + noun codebooks) | single (one codebook of all words)
+        "word_vectors": "language",  # language (the prior's embeddings) | random (frozen Gaussian, same shape)
+        "prior": "default",        # "default" or a prior folder
+        "binary_edges": False,
+        "gcn_dropout": 0.5,
+        "num_codes": 1024,         # vq only
+    },
+    "loss": {
+        "recon": "l1", "perceptual": "effnet", "perceptual_weight": 1.0,
+        "beta": 0.25, "codebook_weight": 1.0,
+        "disc_start": 10000, "disc_weight": 0.8, "disc_layers": 3, "disc_channels": 64,
+    },
+    "data": {"train": None, "crop": "resize", "flip": True, "workers": 2},
+    "optim": {"batch_size": 8, "lr": 7.2e-5, "betas": [0.5, 0.9], "steps": 100000, "grad_clip": 0.0},
+    "run": {
+        "out_dir": "runs/vqct", "seed": 0, "precision": "auto", "threads": 0,
+        "ckpt_every": 1000, "keep": 3, "log_every": 50, "image_every": 1000, "usage_window": 50,
+    },
+}
+
+
+def load_config(config: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    cfg = copy.deepcopy(DEFAULTS)
+    if config is not None:
+        _merge(cfg, _read(resolve_config_path(config)), "")
+    for item in overrides:
+        apply_override(cfg, item)
+    validate(cfg)
+    return cfg
+
+
+def resolve_config_path(config: str | Path) -> Path:
+    path = Path(config)
+    if path.is_file():
+        return path
+    shipped = CONFIG_DIR / f"{config}.json"
+    if shipped.is_file():
+        return shipped
+    names = sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+    raise FileNotFoundError(f"config {config!r} is neither a file nor a shipped config ({', '.join(names)})")
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object")
+    return data
+
+
+def _merge(base: dict[str, Any], new: dict[str, Any], prefix: str) -> None:
+    for key, value in new.items():
+        name = f"{prefix}{key}"
+        if key.startswith("_"):  # comments
+            continue
+        if key not in base:
+            raise ValueError(f"unknown config key {name!r}")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise ValueError(f"config key {name!r} must be an object")
+            _merge(base[key], value, name + ".")
+        else:
+            base[key] = value
+
+
+def apply_override(cfg: dict[str, Any], item: str) -> None:
+    """``optim.lr=1e-4`` style; the value is parsed as JSON when it can be, else kept as a string."""
+    if "=" not in item:
+        raise ValueError(f"override {item!r} must look like section.key=value")
+    key, raw = item.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    node = cfg
+    parts = key.split(".")
+    for p in parts[:-1]:
+        if not isinstance(node.get(p), dict):
+            raise ValueError(f"unknown config section in override {key!r}")
+        node = node[p]
+    if parts[-1] not in node:
+        raise ValueError(f"unknown config key {key!r}")
+    node[parts[-1]] = value
+
+
+def validate(cfg: dict[str, Any]) -> None:
+    cb, loss, run = cfg["codebook"], cfg["loss"], cfg["run"]
+    choices = {
+        "codebook.quantizer": (cb["quantizer"], ("vqct", "vq")),
+        "codebook.source": (cb["source"], ("transfer", "learned")),
+        "codebook.transfer": (cb["transfer"], ("gcn", "mlp", "linear")),
+        "codebook.pos": (cb["pos"], ("split", "single")),
+        "codebook.word_vectors": (cb["word_vectors"], ("language", "random")),
+        "loss.recon": (loss["recon"], ("l1", "l2")),
+        "loss.perceptual": (loss["perceptual"], ("effnet", "lpips-vgg", "none")),
+        "run.precision": (run["precision"], ("auto", "fp32", "bf16", "fp16")),
+    }
+    for name, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    if cb["quantizer"] == "vq" and cb["source"] != "learned":
+        raise ValueError("codebook.quantizer=vq learns its codebook: set codebook.source=learned")
+    if cfg["optim"]["batch_size"] < 1 or cfg["optim"]["steps"] < 0:
+        raise ValueError("optim.batch_size must be >= 1 and optim.steps >= 0")

@@ -1,0 +1,46 @@
+"""Loss terms of VQGAN/VQCT training."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def quantization_loss(z: torch.Tensor, z_q: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """VQ-VAE loss: ||sg[z] - z_q||² (moves the codebook) + beta·||z - sg[z_q]||² (commits the encoder).
+
+    Beta weighs the commitment term, as in van den Oord et al.; taming's "legacy" form, which the
+    official VQCT code inherits, puts it on the codebook term instead.
+    Returns (total, codebook_term, commitment_term).
+    """
+    codebook = F.mse_loss(z_q.float(), z.detach().float())
+    commitment = F.mse_loss(z.float(), z_q.detach().float())
+    return codebook + beta * commitment, codebook, commitment
+
+
+def straight_through(z: torch.Tensor, z_q: torch.Tensor) -> torch.Tensor:
+    """Forward value of z_q, gradient of identity to z."""
+    return z + (z_q.to(z.dtype) - z).detach()
+
+
+def reconstruction_loss(x: torch.Tensor, rec: torch.Tensor, kind: str = "l1") -> torch.Tensor:
+    if kind == "l1":
+        return (x - rec).abs().mean()
+    if kind == "l2":
+        return (x - rec).pow(2).mean()
+    raise ValueError(f"recon loss must be 'l1' or 'l2', got {kind!r}")
+
+
+def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (F.relu(1.0 - logits_real).mean() + F.relu(1.0 + logits_fake).mean())
+
+
+def adaptive_weight(nll_loss: torch.Tensor, g_loss: torch.Tensor, last_layer: torch.Tensor,
+                    max_weight: float = 1e4) -> torch.Tensor:
+    """λ = ‖∇_last L_rec‖ / (‖∇_last L_G‖ + 1e-4), clamped to [0, max_weight], no gradient.
+
+    Balances the GAN term against reconstruction at the decoder's last layer (Esser et al. 2021).
+    """
+    nll_grad = torch.autograd.grad(nll_loss, last_layer, retain_graph=True)[0]
+    g_grad = torch.autograd.grad(g_loss, last_layer, retain_graph=True)[0]
+    return (nll_grad.norm() / (g_grad.norm() + 1e-4)).clamp(0.0, max_weight).detach()

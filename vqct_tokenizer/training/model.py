@@ -1,0 +1,84 @@
+"""The trainable model: the shared autoencoder plus a codebook source (transfer network or learned)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import VQCTConfig
+from ..models import VQAutoencoder
+from .losses import quantization_loss, straight_through
+from .transfer import CodebookTransfer, LearnedCodebook, normalized_adjacency
+
+
+@dataclass
+class ForwardOutput:
+    reconstruction: torch.Tensor  # (B, 3, H, W) in about [-1, 1]
+    ids: torch.Tensor             # (B, h, w, Σk)
+    q_loss: torch.Tensor
+    codebook_loss: torch.Tensor
+    commitment_loss: torch.Tensor
+
+
+class VQCTTrainModel(nn.Module):
+    def __init__(self, config: VQCTConfig, codebook_source: nn.Module, vocab: list[str] | None = None,
+                 beta: float = 0.25) -> None:
+        super().__init__()
+        self.config = config
+        self.autoencoder = VQAutoencoder(config)
+        self.codebook_source = codebook_source
+        self.vocab = vocab
+        self.beta = beta
+
+    def codebook(self) -> torch.Tensor:
+        return self.codebook_source()
+
+    def forward(self, x: torch.Tensor) -> ForwardOutput:
+        ae = self.autoencoder
+        codebook = self.codebook()
+        z = ae.encode_latent(x)                      # (B, G·D, h, w)
+        z_q, ids = ae.quantizer(z, codebook)         # z_q differentiable w.r.t. the codebook only
+        q_loss, cb_loss, commit = quantization_loss(z, z_q, self.beta)
+        rec = ae.decode_latent(straight_through(z, z_q))
+        return ForwardOutput(rec, ids, q_loss, cb_loss, commit)
+
+    @torch.no_grad()
+    def encode_ids(self, x: torch.Tensor) -> torch.Tensor:
+        return self.autoencoder.encode_ids(x, self.codebook())
+
+
+def build_model(cfg: dict[str, Any]) -> VQCTTrainModel:
+    """Model from a training config (see training/config.py); loads the prior when one is needed."""
+    cb, m = cfg["codebook"], cfg["model"]
+    arch = {k: m[k] for k in ("resolution", "ch", "ch_mult", "num_res_blocks", "attn_resolutions",
+                              "z_channels", "codebook_dim", "norm_groups", "dropout")}
+    provenance = {"training": {k: cb[k] for k in ("quantizer", "source", "transfer", "pos", "word_vectors")}}
+    if cb["quantizer"] == "vq":
+        config = VQCTConfig(**arch, quantizer="vq", num_codes=int(cb["num_codes"]), extra=provenance)
+        return VQCTTrainModel(config, LearnedCodebook(config.num_codes, config.codebook_dim), None, cfg["loss"]["beta"])
+
+    from ..codebook.prior import default_prior_path, load_prior
+
+    prior = load_prior(default_prior_path() if cb["prior"] == "default" else cb["prior"])
+    a, n = prior.num_adjectives, prior.num_nouns
+    provenance["prior"] = {k: prior.meta.get(k) for k in ("text_encoder", "corpora", "min_count") if k in prior.meta}
+    config = VQCTConfig(**arch, quantizer="dual", num_adjectives=a, num_nouns=n, k_adjectives=int(m["k_adjectives"]),
+                        shared_codebook=cb["pos"] == "single", extra=provenance)
+    if cb["source"] == "learned":  # rate-matched VQGAN: the dual structure, codebooks from scratch
+        return VQCTTrainModel(config, LearnedCodebook(a + n, config.codebook_dim), None, cfg["loss"]["beta"])
+
+    words = torch.cat([prior.adjective_embeddings, prior.noun_embeddings])  # (A+N, E)
+    if cb["word_vectors"] == "random":
+        # same shape and average norm as the language vectors, no language in them
+        g = torch.Generator().manual_seed(int(cfg["run"]["seed"]) + 12345)
+        rand = torch.randn(words.shape, generator=g)
+        words = rand * (words.norm(dim=1).mean() / rand.norm(dim=1).mean())
+    adjacency = None
+    if cb["transfer"] == "gcn":
+        adjacency = normalized_adjacency(prior.edge_index(), prior.edge_weight(), a, n, binary=bool(cb["binary_edges"]))
+    source = CodebookTransfer(words, config.codebook_dim, cb["transfer"], adjacency, float(cb["gcn_dropout"]))
+    vocab = prior.vocab()
+    return VQCTTrainModel(config, source, vocab, cfg["loss"]["beta"])

@@ -1,0 +1,268 @@
+"""VQCT training, top to bottom.
+
+One CPU or GPU:
+    vqct train --config faces64 data.train=../shared/data/faces256/train.txt
+One node, 8 GPUs (the config's batch_size is the global batch, split evenly over ranks):
+    torchrun --standalone --nproc_per_node=8 -m vqct_tokenizer train --config faces256
+Several nodes (run on each node, same rendezvous):
+    torchrun --nnodes=2 --node_rank=$NODE_RANK --nproc_per_node=8 \\
+        --rdzv_backend=c10d --rdzv_endpoint=$MASTER_ADDR:29500 -m vqct_tokenizer train --config faces256
+Resume the latest checkpoint in run.out_dir:
+    vqct train --config faces64 --resume
+
+Each step: encoder -> dual quantizer over the codebook the transfer network produces now ->
+decoder; loss = L1 + perceptual + codebook + beta·commitment (+ adaptive-weighted hinge GAN after
+loss.disc_start); then one discriminator step. Checkpoints hold everything needed to continue the
+same run bit for bit on the same hardware: models, optimizers, scaler, step, RNG states, data position.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader
+
+from .checkpoint import find_latest, load_checkpoint, save_checkpoint
+from .data import ImageDataset, ResumableSampler
+from .discriminator import PatchDiscriminator
+from .losses import adaptive_weight, hinge_d_loss, reconstruction_loss
+from .model import build_model
+from .perceptual import build_perceptual
+from .usage import UsageWindow, save_reconstruction_grid
+
+
+def setup_distributed() -> tuple[int, int, int, torch.device]:
+    """(rank, world_size, local_rank, device) from torchrun's environment, or a single process."""
+    if "RANK" not in os.environ:
+        return 0, 1, 0, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+        device, backend = torch.device("cuda", local), "nccl"
+    else:
+        device, backend = torch.device("cpu"), "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    return rank, world, local, device
+
+
+def train(cfg: dict[str, Any], resume: bool = False, max_steps: int | None = None) -> Path:
+    """Run (or continue) the training described by ``cfg``; returns the output folder.
+
+    ``max_steps`` stops this invocation early (the run's schedule still says optim.steps); tests and
+    time-boxed sessions use it.
+    """
+    run, optim_cfg, loss_cfg = cfg["run"], cfg["optim"], cfg["loss"]
+    rank, world, _, device = setup_distributed()
+    is_main = rank == 0
+    out = Path(run["out_dir"])
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    if run["threads"]:
+        torch.set_num_threads(int(run["threads"]))
+    if optim_cfg["batch_size"] % world:
+        raise ValueError(f"optim.batch_size {optim_cfg['batch_size']} does not split evenly over {world} ranks")
+    local_batch = optim_cfg["batch_size"] // world
+
+    # ------------------------------------------------------------------ seed, models, optimizers
+    torch.manual_seed(run["seed"])
+    random.seed(run["seed"])
+    model = build_model(cfg).to(device)
+    disc = PatchDiscriminator(3, loss_cfg["disc_channels"], loss_cfg["disc_layers"]).to(device)
+    perceptual = build_perceptual(loss_cfg["perceptual"])
+    perceptual = perceptual.to(device) if perceptual is not None else None
+    opt_g = torch.optim.Adam(model.parameters(), lr=optim_cfg["lr"], betas=tuple(optim_cfg["betas"]))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=optim_cfg["lr"], betas=tuple(optim_cfg["betas"]))
+
+    precision = run["precision"]
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+    def autocast():
+        return torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
+
+    # ------------------------------------------------------------------ data
+    dataset = ImageDataset(cfg["data"]["train"], cfg["model"]["resolution"], cfg["data"]["crop"], cfg["data"]["flip"])
+    sampler = ResumableSampler(len(dataset), run["seed"], rank, world)
+    steps_per_epoch = sampler.per_rank // local_batch  # drop the ragged last batch
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(dataset)} images is fewer than one batch of {optim_cfg['batch_size']}")
+
+    # ------------------------------------------------------------------ resume
+    step = 0
+    if resume:
+        latest = find_latest(out)
+        if latest is not None:
+            state = load_checkpoint(latest, map_location=device)
+            model.load_state_dict(state["model"])
+            disc.load_state_dict(state["discriminator"])
+            opt_g.load_state_dict(state["opt_g"])
+            opt_d.load_state_dict(state["opt_d"])
+            scaler.load_state_dict(state["scaler"])
+            step = int(state["step"])
+            torch.set_rng_state(state["rng"]["torch"])
+            if device.type == "cuda" and state["rng"].get("cuda") is not None:
+                torch.cuda.set_rng_state(state["rng"]["cuda"])
+            version, internal, gauss = state["rng"]["python"]
+            random.setstate((version, tuple(internal), gauss))
+            if is_main:
+                print(f"resumed {latest} at step {step}")
+                _truncate_metrics(out / "metrics.jsonl", step)
+        elif is_main:
+            print(f"no checkpoint in {out}; starting from scratch")
+
+    ddp_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
+    ddp_disc = DDP(disc, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else disc
+    last_layer = model.autoencoder.decoder.last_layer
+
+    if is_main:
+        (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    log = _Logger(out, is_main)
+    usage = UsageWindow(model.config, run["usage_window"])
+    total_steps = int(optim_cfg["steps"]) if max_steps is None else min(int(optim_cfg["steps"]), step + int(max_steps))
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total_steps, initial=step, disable=not is_main, desc="train", dynamic_ncols=True)
+    t_last, imgs_since = time.perf_counter(), 0
+    model.train()
+    disc.train()
+    while step < total_steps:
+        epoch, start = divmod(step, steps_per_epoch)
+        sampler.set_position(epoch, start * local_batch)
+        loader = DataLoader(dataset, batch_size=local_batch, sampler=sampler, drop_last=True,
+                            num_workers=int(cfg["data"]["workers"]), persistent_workers=False,
+                            pin_memory=device.type == "cuda",
+                            # its own generator: creating a loader must not consume the global RNG,
+                            # or a run resumed mid-epoch would draw different dropout masks
+                            generator=torch.Generator().manual_seed(run["seed"] + epoch))
+        for x in loader:
+            if step >= total_steps or step // steps_per_epoch != epoch:
+                break
+            x = x.to(device, non_blocking=True)
+            gan_on = step >= loss_cfg["disc_start"] and loss_cfg["disc_weight"] > 0
+
+            # ---------------- generator step: autoencoder + codebook transfer
+            with autocast():
+                fwd = ddp_model(x)
+                rec = fwd.reconstruction
+                rec_loss = reconstruction_loss(x.float(), rec.float(), loss_cfg["recon"])
+                p_loss = perceptual(x, rec) if perceptual is not None else rec_loss.new_zeros(())
+                nll = rec_loss + loss_cfg["perceptual_weight"] * p_loss
+                if gan_on:
+                    # the discriminator judges but is not trained here: detached parameters
+                    d_params = {k: v.detach() for k, v in disc.named_parameters()}
+                    g_loss = -torch.func.functional_call(disc, d_params, (rec,)).float().mean()
+                    d_weight = adaptive_weight(nll, g_loss, last_layer) * loss_cfg["disc_weight"]
+                else:
+                    g_loss = d_weight = rec_loss.new_zeros(())
+                loss = nll + d_weight * g_loss + loss_cfg["codebook_weight"] * fwd.q_loss
+            opt_g.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if optim_cfg["grad_clip"]:
+                scaler.unscale_(opt_g)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), optim_cfg["grad_clip"])
+            scaler.step(opt_g)
+
+            # ---------------- discriminator step
+            d_loss = rec_loss.new_zeros(())
+            if gan_on:
+                with autocast():
+                    logits_real = ddp_disc(x)
+                    logits_fake = ddp_disc(rec.detach())
+                    d_loss = hinge_d_loss(logits_real.float(), logits_fake.float())
+                opt_d.zero_grad(set_to_none=True)
+                scaler.scale(d_loss).backward()
+                scaler.step(opt_d)
+            scaler.update()
+
+            step += 1
+            imgs_since += x.shape[0] * world
+            usage.update(fwd.ids)
+            bar.update(1)
+
+            # ---------------- logging, images, checkpoints (rank 0 writes)
+            if step % run["log_every"] == 0 or step == total_steps:
+                now = time.perf_counter()
+                stats = {"step": step, "epoch": epoch, "loss": loss.item(), "rec": rec_loss.item(),
+                         "perceptual": float(p_loss.detach()), "codebook": fwd.codebook_loss.item(),
+                         "commitment": fwd.commitment_loss.item(), "g": float(g_loss.detach()), "d": float(d_loss.detach()),
+                         "d_weight": float(d_weight.detach()), "img_per_s": imgs_since / (now - t_last), **usage.summary()}
+                t_last, imgs_since = now, 0
+                log.write(stats)
+                bar.set_postfix(rec=f"{stats['rec']:.4f}", use_n=f"{stats.get('usage_noun', stats.get('usage_code', 0)):.2f}")
+            if is_main and run["image_every"] and (step % run["image_every"] == 0 or step == total_steps):
+                save_reconstruction_grid(x, rec.detach(), out / "images" / f"step_{step:08d}.png")
+            if run["ckpt_every"] and (step % run["ckpt_every"] == 0 or step == total_steps):
+                if is_main:
+                    save_checkpoint(out, step, {
+                        "model": model.state_dict(), "discriminator": disc.state_dict(),
+                        "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "scaler": scaler.state_dict(),
+                        "step": step, "epoch": epoch, "config": cfg,
+                        "rng": _rng_state(device),
+                    }, keep=run["keep"])
+                if world > 1:
+                    dist.barrier()
+    bar.close()
+    log.close()
+    return out
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    py = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None,
+            "python": [py[0], list(py[1]), py[2]]}
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines logged after the checkpoint we resume from, so the log is one run."""
+    if not path.is_file():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
+    path.write_text("".join(ln + "\n" for ln in keep))
+
+
+class _Logger:
+    """JSONL metrics on rank 0, TensorBoard too when it is installed."""
+
+    def __init__(self, out: Path, enabled: bool) -> None:
+        self.enabled = enabled
+        self.file = open(out / "metrics.jsonl", "a") if enabled else None
+        self.tb = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(out / "tb"))
+            except Exception:  # tensorboard is optional
+                self.tb = None
+
+    def write(self, stats: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in stats.items()}
+        self.file.write(json.dumps(clean) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for k, v in stats.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    self.tb.add_scalar(k, v, stats["step"])
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
+        if self.tb is not None:
+            self.tb.close()
