@@ -27,11 +27,11 @@ def normalized_adjacency(edge_index: torch.Tensor, edge_weight: torch.Tensor, nu
     rows = torch.cat([src, dst, loops])
     cols = torch.cat([dst, src, loops])
     vals = torch.cat([w, w, torch.ones(n)])
-    adj = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (n, n)).coalesce()
+    adj = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (n, n), check_invariants=True).coalesce()
     deg = torch.sparse.sum(adj, dim=1).to_dense()
     inv_sqrt = deg.clamp_min(1e-12).rsqrt()
     r, c = adj.indices()
-    return torch.sparse_coo_tensor(adj.indices(), adj.values() * inv_sqrt[r] * inv_sqrt[c], (n, n)).coalesce()
+    return torch.sparse_coo_tensor(adj.indices(), adj.values() * inv_sqrt[r] * inv_sqrt[c], (n, n), check_invariants=True).coalesce()
 
 
 class CodebookTransfer(nn.Module):

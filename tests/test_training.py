@@ -1,0 +1,270 @@
+"""Trainer, transfer network, losses, checkpoints, DDP and export (tiny configs, CPU, seconds)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vqct_tokenizer import VQCTTokenizer
+from vqct_tokenizer.codebook.prior import CodebookPrior, save_prior
+from vqct_tokenizer.training.checkpoint import find_latest, list_checkpoints, load_checkpoint
+from vqct_tokenizer.training.config import load_config
+from vqct_tokenizer.training.export import model_from_checkpoint, tokenizer_from_checkpoint
+from vqct_tokenizer.training.losses import adaptive_weight, quantization_loss
+from vqct_tokenizer.training.model import build_model
+from vqct_tokenizer.training.trainer import train
+from vqct_tokenizer.training.transfer import CodebookTransfer, normalized_adjacency
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_prior(tmp_path_factory) -> Path:
+    g = torch.Generator().manual_seed(0)
+    adjectives = [f"a{i}" for i in range(6)]
+    nouns = [f"n{i}" for i in range(9)]
+    edges = [(adjectives[i % 6], nouns[(2 * i) % 9], 1 + i) for i in range(12)]
+    edges = list({(a, n): (a, n, c) for a, n, c in edges}.values())
+    prior = CodebookPrior(adjectives, nouns, [20] * 6, [30] * 9, edges,
+                          torch.randn(6, 10, generator=g), torch.randn(9, 10, generator=g),
+                          {"text_encoder": {"backend": "test"}})
+    out = tmp_path_factory.mktemp("prior")
+    save_prior(prior, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        base = rng.integers(0, 255, size=(1, 1, 3))
+        img = np.clip(base + rng.normal(0, 20, size=(24, 20, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(out / f"{i:02d}.png")
+    return out
+
+
+def tiny_cfg(tmp: Path, prior: Path, data: Path, *extra: str) -> dict:
+    return load_config(None, [
+        "model.resolution=16", "model.ch=8", "model.ch_mult=[1,2]", "model.num_res_blocks=1",
+        "model.attn_resolutions=[8]", "model.z_channels=8", "model.codebook_dim=4", "model.norm_groups=4",
+        f"codebook.prior={prior}", "codebook.gcn_dropout=0.5", "codebook.num_codes=16",
+        "loss.perceptual=none", "loss.disc_start=2", "loss.disc_channels=8", "loss.disc_layers=2",
+        f"data.train={data}", "data.workers=0", "optim.batch_size=4", "optim.lr=1e-3", "optim.steps=4",
+        f"run.out_dir={tmp}", "run.ckpt_every=2", "run.keep=2", "run.log_every=1", "run.image_every=0",
+        "run.threads=1", *extra])
+
+
+VARIANTS = {
+    "vqct-gcn": [],
+    "mlp": ["codebook.transfer=mlp"],
+    "linear": ["codebook.transfer=linear"],
+    "single": ["codebook.pos=single"],
+    "random-prior": ["codebook.word_vectors=random"],
+    "rate-matched": ["codebook.source=learned"],
+    "vqgan": ["codebook.quantizer=vq", "codebook.source=learned"],
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_variant_trains_a_step_and_exports(variant, tiny_prior, image_dir, tmp_path):
+    cfg = tiny_cfg(tmp_path / "run", tiny_prior, image_dir, *VARIANTS[variant], "optim.steps=1", "run.ckpt_every=1")
+    model_before = build_model(cfg)
+    train(cfg)
+    ckpt = find_latest(tmp_path / "run")
+    assert ckpt is not None and ckpt.name == "ckpt_00000001.pt"
+    state = load_checkpoint(ckpt)
+    changed = any(not torch.equal(state["model"][k], v) for k, v in model_before.state_dict().items()
+                  if v.is_floating_point() and "word_vectors" not in k)
+    assert changed, "one step did not change any parameter"
+    tok = tokenizer_from_checkpoint(ckpt)
+    expected_k = 1 if variant == "vqgan" else 3
+    assert tok.tokens_per_cell == expected_k
+    assert (tmp_path / "run" / "metrics.jsonl").read_text().strip()
+
+
+def test_word_vectors_stay_frozen_and_only_transfer_trains(tiny_prior, image_dir, tmp_path):
+    cfg = tiny_cfg(tmp_path, tiny_prior, image_dir)
+    model = build_model(cfg)
+    names = {n for n, _ in model.codebook_source.named_parameters()}
+    assert names == {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}
+    assert "word_vectors" in dict(model.codebook_source.named_buffers())
+
+
+def test_random_prior_keeps_shape_and_scale_but_not_values(tiny_prior, image_dir, tmp_path):
+    lang = build_model(tiny_cfg(tmp_path, tiny_prior, image_dir)).codebook_source.word_vectors
+    rand = build_model(tiny_cfg(tmp_path, tiny_prior, image_dir, "codebook.word_vectors=random")).codebook_source.word_vectors
+    assert rand.shape == lang.shape
+    assert not torch.allclose(rand, lang)
+    assert rand.norm(dim=1).mean().item() == pytest.approx(lang.norm(dim=1).mean().item(), rel=1e-4)
+
+
+def test_normalized_adjacency_matches_dense_formula():
+    edge_index = torch.tensor([[0, 0], [0, 1], [1, 1]])
+    weight = torch.tensor([3.0, 1.0, 2.0])
+    adj = normalized_adjacency(edge_index, weight, 2, 2).to_dense()
+    a = torch.eye(4)
+    for (i, j), w in zip(edge_index.tolist(), weight.tolist()):
+        a[i, 2 + j] = a[2 + j, i] = w
+    d = a.sum(1).rsqrt()
+    assert torch.allclose(adj, d[:, None] * a * d[None, :], atol=1e-6)
+    binary = normalized_adjacency(edge_index, weight, 2, 2, binary=True).to_dense()
+    assert torch.allclose(binary, binary.t()) and not torch.allclose(binary, adj)
+
+
+def test_gcn_transfer_equals_two_dense_layers_and_dropout_only_in_training():
+    torch.manual_seed(0)
+    x = torch.randn(5, 7)
+    adj = normalized_adjacency(torch.tensor([[0, 0], [1, 2], [1, 0]]), torch.tensor([1.0, 2.0, 1.0]), 2, 3)
+    net = CodebookTransfer(x, 4, "gcn", adj, dropout=0.5).eval()
+    dense = adj.to_dense()
+    expected = dense @ net.fc2(torch.relu(net.fc1(dense @ x)))
+    assert torch.allclose(net(), expected, atol=1e-5)
+    assert torch.equal(net(), net())  # eval: deterministic
+    net.train()
+    assert not torch.allclose(net(), net())  # train: dropout
+
+
+def test_beta_weighs_the_commitment_term():
+    z = torch.tensor([[1.0, 2.0]], requires_grad=True)
+    codes = torch.tensor([[0.0, 0.0]], requires_grad=True)
+    total, cb, commit = quantization_loss(z, codes, beta=0.25)
+    total.backward()
+    # d/dz of 0.25·||z - sg(c)||²/2 (mean over 2) = 0.25·(z - c); d/dc of ||sg(z) - c||²/2 = (c - z)
+    assert torch.allclose(z.grad, 0.25 * (z.detach() - codes.detach()))
+    assert torch.allclose(codes.grad, codes.detach() - z.detach())
+
+
+def test_adaptive_weight_is_ratio_of_gradient_norms():
+    w = torch.tensor([1.0, -2.0], requires_grad=True)
+    nll = (3.0 * w).sum()        # grad (3, 3): norm 3·√2
+    g = (w * torch.tensor([1.0, 0.0])).sum()  # grad (1, 0): norm 1
+    lam = adaptive_weight(nll, g, w)
+    assert lam.item() == pytest.approx(3 * 2 ** 0.5 / (1 + 1e-4), rel=1e-6)
+    assert not lam.requires_grad
+    assert adaptive_weight(nll * 1e9, g, w, max_weight=1e4).item() == pytest.approx(1e4)
+
+
+def test_loss_goes_down_on_a_fixed_batch(tiny_prior, image_dir, tmp_path):
+    cfg = tiny_cfg(tmp_path, tiny_prior, image_dir)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    # smooth images: reachable in a few steps, unlike white noise
+    x = torch.nn.functional.interpolate(torch.rand(4, 3, 4, 4) * 2 - 1, size=16, mode="bilinear")
+    losses = []
+    for _ in range(30):
+        out = model(x)
+        loss = (out.reconstruction - x).abs().mean() + out.q_loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.75 * losses[0]
+
+
+def test_resume_continues_the_same_run(tiny_prior, image_dir, tmp_path):
+    """N steps, checkpoint, resume, M more == N+M uninterrupted (GAN on, dropout on, mid-epoch)."""
+    straight = tiny_cfg(tmp_path / "a", tiny_prior, image_dir, "optim.steps=5")
+    train(straight)
+    split = tiny_cfg(tmp_path / "b", tiny_prior, image_dir, "optim.steps=5")
+    train(split, max_steps=3)  # 12 images / batch 4: step 3 ends epoch 0, the resume crosses it
+    assert find_latest(tmp_path / "b").name == "ckpt_00000003.pt"
+    train(split, resume=True)
+    a, b = load_checkpoint(tmp_path / "a"), load_checkpoint(tmp_path / "b")
+    assert a["step"] == b["step"] == 5
+    for part in ("model", "discriminator"):
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), f"{part}.{k} differs after resume"
+    assert len(list_checkpoints(tmp_path / "a")) == 2  # keep=2 rotation
+    steps = [int(line.split('"step": ')[1].split(",")[0]) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)), "resumed metrics log repeats steps"
+
+
+def test_export_round_trip_tokens_identical(tiny_prior, image_dir, tmp_path):
+    cfg = tiny_cfg(tmp_path / "run", tiny_prior, image_dir, "optim.steps=2")
+    train(cfg)
+    model = model_from_checkpoint(tmp_path / "run")
+    from vqct_tokenizer.cli import main
+
+    assert main(["export", str(tmp_path / "run"), "-o", str(tmp_path / "exported")]) == 0
+    tok = VQCTTokenizer.from_pretrained(tmp_path / "exported")
+    x = torch.rand(3, 3, 16, 16)
+    assert torch.equal(model.encode_ids(x * 2 - 1), tok.encode(x))
+    assert tok.vocab[:6] == [f"a{i}" for i in range(6)] and tok.vocab[6] == "n0"
+    # the exported codebook is the transfer network's output in eval mode
+    assert torch.allclose(tok.codebook, model.codebook())
+
+
+def test_unknown_config_key_and_bad_choice_are_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown config key"):
+        load_config(None, ["optim.learning_rate=1"])
+    with pytest.raises(ValueError, match="codebook.transfer"):
+        load_config(None, ["codebook.transfer=gat"])
+    with pytest.raises(FileNotFoundError, match="shipped config"):
+        load_config("no-such-config")
+
+
+def test_perceptual_choice_that_cannot_load_fails_clearly(monkeypatch):
+    from vqct_tokenizer.training.perceptual import build_perceptual
+
+    monkeypatch.setitem(sys.modules, "lpips", None)  # import lpips -> ImportError
+    with pytest.raises(RuntimeError, match="lpips-vgg"):
+        build_perceptual("lpips-vgg")
+
+
+def test_shipped_configs_load():
+    from vqct_tokenizer.training.config import CONFIG_DIR
+
+    names = sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+    assert {"faces64", "faces64-vqgan", "faces64-ratematched", "faces64-randomprior", "faces64-mlp"} <= set(names)
+    for name in names:
+        load_config(name)
+
+
+
+
+def test_ddp_two_processes_keep_parameters_identical(tiny_prior, image_dir, tmp_path):
+    """torchrun with gloo, 2 ranks: after training, every rank holds the same parameters."""
+    script = tmp_path / "ddp_train.py"
+    script.write_text(
+        "import os, sys, torch\n"
+        "from vqct_tokenizer.training.config import load_config\n"
+        "from vqct_tokenizer.training import trainer\n"
+        "from vqct_tokenizer.training.model import build_model\n"
+        "cfg = load_config(None, sys.argv[1:])\n"
+        "captured = {}\n"
+        "orig = trainer.build_model\n"
+        "def spy(c):\n"
+        "    m = orig(c); captured['m'] = m; return m\n"
+        "trainer.build_model = spy\n"
+        "trainer.train(cfg)\n"
+        "torch.save({k: v.detach().clone() for k, v in captured['m'].state_dict().items()},\n"
+        "           os.path.join(cfg['run']['out_dir'], f\"rank{os.environ['RANK']}.pt\"))\n")
+    out = tmp_path / "ddp"
+    overrides = [a for a in _cli_overrides(tmp_path, tiny_prior, image_dir) if not a.startswith("run.out_dir")]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+           *overrides, f"run.out_dir={out}", "optim.steps=3"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    r0, r1 = torch.load(out / "rank0.pt", weights_only=True), torch.load(out / "rank1.pt", weights_only=True)
+    assert r0.keys() == r1.keys()
+    for k in r0:
+        assert torch.equal(r0[k], r1[k]), f"{k} differs between ranks"
+    assert load_checkpoint(out)["step"] == 3
+
+
+def _cli_overrides(tmp: Path, prior: Path, data: Path) -> list[str]:
+    return ["model.resolution=16", "model.ch=8", "model.ch_mult=[1,2]", "model.num_res_blocks=1",
+            "model.attn_resolutions=[8]", "model.z_channels=8", "model.codebook_dim=4", "model.norm_groups=4",
+            f"codebook.prior={prior}", "codebook.num_codes=16", "loss.perceptual=none", "loss.disc_start=1",
+            "loss.disc_channels=8", "loss.disc_layers=2", f"data.train={data}", "data.workers=0",
+            "optim.batch_size=4", "run.ckpt_every=3", "run.image_every=0", "run.threads=1", f"run.out_dir={tmp}"]
