@@ -70,8 +70,10 @@ class CodebookTransfer(nn.Module):
 
     def propagate(self, h: torch.Tensor) -> torch.Tensor:
         """Â @ h for the sparse normalised adjacency, (V, C) -> (V, C)."""
-        messages = h[self.adj_cols] * self.adj_vals[:, None]
-        return torch.zeros_like(h).index_add_(0, self.adj_rows, messages)
+        n = self.word_vectors.shape[0]
+        adj = torch.sparse_coo_tensor(torch.stack([self.adj_rows, self.adj_cols]), self.adj_vals, (n, n),
+                                      is_coalesced=True, check_invariants=False)
+        return torch.sparse.mm(adj, h.float())
 
 
 class LearnedCodebook(nn.Module):
