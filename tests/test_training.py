@@ -201,6 +201,8 @@ def test_export_round_trip_tokens_identical(tiny_prior, image_dir, tmp_path):
     assert tok.vocab[:6] == [f"a{i}" for i in range(6)] and tok.vocab[6] == "n0"
     # the exported codebook is the transfer network's output in eval mode
     assert torch.allclose(tok.codebook, model.codebook())
+    # the run keeps its own copy of the prior: export does not depend on the prior file afterwards
+    assert (tmp_path / "run" / "prior" / "prior.json").is_file()
 
 
 def test_unknown_config_key_and_bad_choice_are_errors(tmp_path):
@@ -242,8 +244,8 @@ def test_ddp_two_processes_keep_parameters_identical(tiny_prior, image_dir, tmp_
         "cfg = load_config(None, sys.argv[1:])\n"
         "captured = {}\n"
         "orig = trainer.build_model\n"
-        "def spy(c):\n"
-        "    m = orig(c); captured['m'] = m; return m\n"
+        "def spy(c, **kw):\n"
+        "    m = orig(c, **kw); captured['m'] = m; return m\n"
         "trainer.build_model = spy\n"
         "trainer.train(cfg)\n"
         "torch.save({k: v.detach().clone() for k, v in captured['m'].state_dict().items()},\n"

@@ -13,10 +13,12 @@ from .model import VQCTTrainModel, build_model
 
 
 def model_from_checkpoint(path: str | Path) -> VQCTTrainModel:
+    path = Path(path)
     state = load_checkpoint(path)
     cfg = state["config"]
     validate(cfg)
-    model = build_model(cfg)
+    kept_prior = (path if path.is_dir() else path.parent) / "prior"
+    model = build_model(cfg, prior_dir=kept_prior if kept_prior.is_dir() else None)
     model.load_state_dict(state["model"])
     return model.eval()
 

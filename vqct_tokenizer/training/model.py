@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -50,8 +51,17 @@ class VQCTTrainModel(nn.Module):
         return self.autoencoder.encode_ids(x, self.codebook())
 
 
-def build_model(cfg: dict[str, Any]) -> VQCTTrainModel:
-    """Model from a training config (see training/config.py); loads the prior when one is needed."""
+def resolve_prior_dir(cfg: dict[str, Any]) -> Path:
+    from ..codebook.prior import default_prior_path
+
+    return default_prior_path() if cfg["codebook"]["prior"] == "default" else Path(cfg["codebook"]["prior"])
+
+
+def build_model(cfg: dict[str, Any], prior_dir: str | Path | None = None) -> VQCTTrainModel:
+    """Model from a training config (see training/config.py); loads the prior when one is needed.
+
+    ``prior_dir`` overrides the config's prior (export uses the copy a run keeps beside its checkpoints).
+    """
     cb, m = cfg["codebook"], cfg["model"]
     arch = {k: m[k] for k in ("resolution", "ch", "ch_mult", "num_res_blocks", "attn_resolutions",
                               "z_channels", "codebook_dim", "norm_groups", "dropout")}
@@ -60,9 +70,9 @@ def build_model(cfg: dict[str, Any]) -> VQCTTrainModel:
         config = VQCTConfig(**arch, quantizer="vq", num_codes=int(cb["num_codes"]), extra=provenance)
         return VQCTTrainModel(config, LearnedCodebook(config.num_codes, config.codebook_dim), None, cfg["loss"]["beta"])
 
-    from ..codebook.prior import default_prior_path, load_prior
+    from ..codebook.prior import load_prior
 
-    prior = load_prior(default_prior_path() if cb["prior"] == "default" else cb["prior"])
+    prior = load_prior(prior_dir if prior_dir is not None else resolve_prior_dir(cfg))
     a, n = prior.num_adjectives, prior.num_nouns
     provenance["prior"] = {k: prior.meta.get(k) for k in ("text_encoder", "corpora", "min_count") if k in prior.meta}
     config = VQCTConfig(**arch, quantizer="dual", num_adjectives=a, num_nouns=n, k_adjectives=int(m["k_adjectives"]),

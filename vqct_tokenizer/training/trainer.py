@@ -22,6 +22,7 @@ import json
 import math
 import os
 import random
+import shutil
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -36,7 +37,7 @@ from .checkpoint import find_latest, load_checkpoint, save_checkpoint
 from .data import ImageDataset, ResumableSampler
 from .discriminator import PatchDiscriminator
 from .losses import adaptive_weight, hinge_d_loss, reconstruction_loss
-from .model import build_model
+from .model import build_model, resolve_prior_dir
 from .perceptual import build_perceptual
 from .usage import UsageWindow, save_reconstruction_grid
 
@@ -77,7 +78,7 @@ def train(cfg: dict[str, Any], resume: bool = False, max_steps: int | None = Non
     # ------------------------------------------------------------------ seed, models, optimizers
     torch.manual_seed(run["seed"])
     random.seed(run["seed"])
-    model = build_model(cfg).to(device)
+    model = build_model(cfg, prior_dir=_keep_prior_copy(cfg, out, is_main, world)).to(device)
     disc = PatchDiscriminator(3, loss_cfg["disc_channels"], loss_cfg["disc_layers"]).to(device)
     perceptual = build_perceptual(loss_cfg["perceptual"])
     perceptual = perceptual.to(device) if perceptual is not None else None
@@ -220,6 +221,22 @@ def train(cfg: dict[str, Any], resume: bool = False, max_steps: int | None = Non
     return out
 
 
+def _keep_prior_copy(cfg: dict[str, Any], out: Path, is_main: bool, world: int) -> Path | None:
+    """Copy the prior into the run folder once, so resume and export never depend on a prior that
+    may have been rebuilt since (ids, graph and vocab would silently change)."""
+    if cfg["codebook"]["quantizer"] == "vq" or cfg["codebook"]["source"] == "learned":
+        return None
+    kept = out / "prior"
+    if is_main and not kept.is_dir():
+        tmp = out / ".prior.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(resolve_prior_dir(cfg), tmp)
+        os.replace(tmp, kept)
+    if world > 1:
+        dist.barrier()
+    return kept
+
+
 def _rng_state(device: torch.device) -> dict[str, Any]:
     py = random.getstate()
     return {"torch": torch.get_rng_state(),
@@ -231,8 +248,17 @@ def _truncate_metrics(path: Path, step: int) -> None:
     """Drop metric lines logged after the checkpoint we resume from, so the log is one run."""
     if not path.is_file():
         return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
+    keep = [ln for ln in path.read_text().splitlines() if (rec := _json_line(ln)) is not None and rec.get("step", 0) <= step]
     path.write_text("".join(ln + "\n" for ln in keep))
+
+
+def _json_line(line: str) -> dict[str, Any] | None:
+    """A metrics line as a dict; None for a blank or torn line (a kill -9 mid-write leaves one)."""
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return rec if isinstance(rec, dict) else None
 
 
 class _Logger:

