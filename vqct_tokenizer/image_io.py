@@ -36,6 +36,7 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         raise ImageError(f"{path} is a directory, not an image file")
     try:
         with Image.open(path) as img:
+            _check_pixel_limit(img, path)
             img.load()  # decode now, so truncation and corruption surface here
             return img.copy() if img.mode in ("RGB", "RGBA", "L") else img.convert(_safe_mode(img))
     except Image.DecompressionBombError as e:
@@ -45,6 +46,25 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         raise ImageError(f"{path}: not a readable image file (unknown or corrupt format)") from e
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{path}: corrupt or truncated image ({e})") from e
+
+
+def _check_pixel_limit(img: Image.Image, path: Path) -> None:
+    # PIL refuses only above 2x MAX_IMAGE_PIXELS and merely warns between 1x and 2x; such an image
+    # still becomes a float tensor of 12 bytes per pixel (gigabytes), so refuse it at 1x.
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and img.width * img.height > limit:
+        raise ImageError(f"{path}: image is too large to decode safely ({img.width}x{img.height} = "
+                         f"{img.width * img.height} pixels, limit {limit}). If you trust this file, "
+                         "raise PIL.Image.MAX_IMAGE_PIXELS")
+
+
+def read_image_file(path: str | os.PathLike) -> torch.Tensor:
+    """load_image + pil_to_tensor, with every error naming the file."""
+    img = load_image(path)
+    try:
+        return pil_to_tensor(img)
+    except ImageError as e:  # e.g. NaN in a float TIFF: say which file
+        raise ImageError(f"{path}: {e}") from e
 
 
 def _safe_mode(img: Image.Image) -> str:
@@ -59,6 +79,8 @@ def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(img, dtype=np.float32)
+        if not np.isfinite(arr).all():  # float TIFFs can hold NaN/inf; clip would pass NaN through
+            raise ImageError("image contains NaN or inf values")
         peak = 65535.0 if mode.startswith("I;16") or (mode == "I" and arr.max(initial=0) > 255) else 255.0
         if mode == "F":
             peak = max(1.0, float(arr.max(initial=1.0)))
@@ -100,12 +122,18 @@ def array_to_tensors(arr: np.ndarray) -> list[torch.Tensor]:
         raise ImageError(f"numpy images must be (H, W, 3) or (B, H, W, 3), got shape {tuple(arr.shape)}")
     _check_size(arr.shape[1], arr.shape[2], "numpy image")
     if arr.dtype == np.uint8:
-        t = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float().div_(255.0)
+        t = _from_numpy(arr, np.uint8).permute(0, 3, 1, 2).float().div_(255.0)
     elif np.issubdtype(arr.dtype, np.floating):
-        t = _check_float(torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).permute(0, 3, 1, 2), "numpy image")
+        t = _check_float(_from_numpy(arr, np.float32).permute(0, 3, 1, 2), "numpy image")
     else:
         raise ImageError(f"numpy images must be uint8 (0..255) or float ([0, 1]), got dtype {arr.dtype}")
     return list(t.contiguous())
+
+
+def _from_numpy(arr: np.ndarray, dtype) -> torch.Tensor:
+    """torch.from_numpy, copying read-only arrays (np.asarray(pil_image) is one) instead of warning."""
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    return torch.from_numpy(arr if arr.flags.writeable else arr.copy())
 
 
 def torch_to_tensors(t: torch.Tensor) -> list[torch.Tensor]:
@@ -132,7 +160,7 @@ def to_tensors(images: Any) -> tuple[list[torch.Tensor], bool]:
     returns an unbatched result.
     """
     if isinstance(images, (str, os.PathLike)):
-        return [pil_to_tensor(load_image(images))], False
+        return [read_image_file(images)], False
     if isinstance(images, Image.Image):
         return [pil_to_tensor(images)], False
     if isinstance(images, np.ndarray):

@@ -279,6 +279,9 @@ def _atomic(target: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600: a saved model must be readable by others
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
@@ -368,7 +371,9 @@ def resolve_model_dir(name_or_path: str | os.PathLike, *, revision: str | None =
     shipped = find_shipped(name)
     if shipped is not None:
         return shipped
-    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") != 1:
+    # "weights/foo" looks like a repo id too; a local parent folder says the user meant a path
+    looks_local = path.exists() or name.startswith((".", "/", "~")) or name.count("/") != 1 or path.parent.is_dir()
+    if looks_local:
         raise FileNotFoundError(f"no tokenizer folder at {name!r}, and it is not a Hub repo id (owner/name). "
                                 f"Shipped models: {shipped_names() or 'none'}")
     return _download_from_hub(name, revision=revision, cache_dir=cache_dir, token=token,
@@ -377,7 +382,7 @@ def resolve_model_dir(name_or_path: str | os.PathLike, *, revision: str | None =
 
 def _download_from_hub(repo_id: str, **kwargs: Any) -> Path:
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import EntryNotFoundError, HFValidationError  # .utils: also on hub 0.23
 
     files = {}
     for fname in (CONFIG_NAME, WEIGHTS_NAME, VOCAB_NAME):
@@ -386,7 +391,9 @@ def _download_from_hub(repo_id: str, **kwargs: Any) -> Path:
         except HFValidationError as e:
             raise FileNotFoundError(f"{repo_id!r} is neither a local folder nor a valid Hub repo id: {e}") from e
         except Exception as e:  # network, auth, offline, missing file: all end the same way for the user
-            if fname == VOCAB_NAME and type(e).__name__ == "EntryNotFoundError":
+            # vocab.json is optional, as in a local folder; hub 2.x raises subclasses
+            # (RemoteEntryNotFoundError online, LocalEntryNotFoundError offline), so test by isinstance
+            if fname == VOCAB_NAME and isinstance(e, EntryNotFoundError):
                 continue
             raise OSError(f"could not get {fname} of {repo_id!r} from the Hugging Face Hub "
                           f"({type(e).__name__}: {e}). Check the repo id and your connection, or pass a "

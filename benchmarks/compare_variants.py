@@ -1,0 +1,149 @@
+"""Quality at equal budget: train (or resume) several variants with identical settings, evaluate each
+on the same test splits, and write one table, one JSON and a rate-distortion plot.
+
+Every variant is a shipped training config that differs from the others only in its ``codebook``
+section, so architecture, data order, seed, batch and steps are identical by construction.
+
+    python benchmarks/compare_variants.py \\
+        --variants faces64 faces64-vqgan faces64-ratematched faces64-randomprior faces64-mlp \\
+        --train-data ../shared/data/faces256/train.txt --steps 4000 \\
+        --eval faces=../shared/data/faces256/test.txt --eval birds=../shared/data/birds227/test.txt \\
+        --runs-dir runs/compare -o benchmarks/results/compare
+
+``--runs VARIANT=DIR`` evaluates an existing run folder instead of ``--runs-dir/VARIANT``;
+``--no-train`` never trains, it only evaluates the checkpoint at exactly ``--steps``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from vqct_tokenizer.evaluation.evaluate import evaluate
+from vqct_tokenizer.training.checkpoint import checkpoint_path
+
+COLUMNS = [("psnr", "PSNR", "{:.2f}"), ("ssim", "SSIM", "{:.4f}"), ("ms_ssim", "MS-SSIM", "{:.4f}"),
+           ("fd_effnet_l0", "FD-EffNetL0", "{:.2f}")]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--variants", nargs="+", required=True, help="shipped config names (or config files)")
+    p.add_argument("--train-data", help="training images (folder or list file)")
+    p.add_argument("--steps", type=int, required=True, help="the equal budget: every variant is evaluated at this step")
+    p.add_argument("--eval", action="append", default=[], metavar="NAME=DATA", required=True,
+                   help="an evaluation split, e.g. faces=../shared/data/faces256/test.txt (repeatable)")
+    p.add_argument("--runs-dir", default="runs/compare")
+    p.add_argument("--runs", action="append", default=[], metavar="VARIANT=DIR", help="use an existing run folder")
+    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="applied to every variant")
+    p.add_argument("--no-train", action="store_true")
+    p.add_argument("--limit", type=int, default=None, help="evaluate the first N images of each split")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("-o", "--output", default="benchmarks/results/compare", help="output prefix")
+    return p.parse_args(argv)
+
+
+def run_dir_for(variant: str, args: argparse.Namespace) -> Path:
+    explicit = dict(item.split("=", 1) for item in args.runs)
+    return Path(explicit.get(variant, Path(args.runs_dir) / Path(variant).stem))
+
+
+def train_variant(variant: str, out: Path, args: argparse.Namespace) -> None:
+    if checkpoint_path(out, args.steps).is_file() or args.no_train:
+        return
+    if not args.train_data:
+        raise SystemExit(f"{variant}: no checkpoint at step {args.steps} in {out} and no --train-data to train it")
+    cmd = [sys.executable, "-m", "vqct_tokenizer", "train", "--config", variant, "--resume",
+           f"data.train={args.train_data}", f"run.out_dir={out}", *args.override]
+    cmd.append(f"--max-steps={args.steps}")  # the schedule's own steps stay as configured
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    splits = dict(item.split("=", 1) for item in args.eval)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for variant in args.variants:
+        run_dir = run_dir_for(variant, args)
+        train_variant(variant, run_dir, args)
+        ckpt = checkpoint_path(run_dir, args.steps)
+        if not ckpt.is_file():
+            raise SystemExit(f"{variant}: {ckpt} does not exist; the equal-budget comparison needs step {args.steps}")
+        for split, data in splits.items():
+            report = evaluate(ckpt, data, limit=args.limit, batch_size=args.batch_size,
+                              report_path=out.parent / f"{out.name}_{Path(variant).stem}_{split}.json")
+            rows.append({"variant": Path(variant).stem, "split": split, "steps": args.steps, "checkpoint": str(ckpt),
+                         "count": report["data"]["count"], "resolution": report["data"]["resolution"],
+                         "metrics": report["metrics"], "rate": report["rate"], "usage": report["usage"]})
+    Path(f"{out}.json").write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows}, indent=2, default=str) + "\n")
+    table = markdown_table(rows)
+    Path(f"{out}.md").write_text(table + "\n")
+    rate_distortion_plot(rows, Path(f"{out}_rd.png"))
+    print(table)
+    return 0
+
+
+def _usage_cell(usage: dict) -> str:
+    return ", ".join(f"{name} {g['used_percent']:.1f}%" for name, g in usage["groups"].items())
+
+
+def markdown_table(rows: list[dict]) -> str:
+    head = ["variant", "split", "N", *(c[1] for c in COLUMNS), "code usage", "bits/image", "entropy bits/image (marginal)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        m = r["metrics"]
+        vals = [fmt.format(m[k]) if isinstance(m.get(k), (int, float)) else "n/a" for k, _, fmt in COLUMNS]
+        rate = r["rate"]
+        lines.append("| " + " | ".join([r["variant"], r["split"], str(r["count"]), *vals, _usage_cell(r["usage"]),
+                                        f"{rate['bits_per_image']:.0f}", f"{_entropy(rate):.0f}"]) + " |")
+    return "\n".join(lines)
+
+
+def _entropy(rate: dict) -> float:
+    """Per-slot (marginal) empirical entropy: the joint estimate is biased low on small splits."""
+    return float(rate["entropy_bits_per_image_marginal"])
+
+
+def rate_distortion_plot(rows: list[dict], path: Path, size: tuple[int, int] = (720, 480)) -> None:
+    """PSNR against bits per image, one marker per (variant, split), drawn with PIL."""
+    pts = [(r["rate"]["bits_per_image"], r["metrics"]["psnr"], f"{r['variant']} ({r['split']})") for r in rows
+           if isinstance(r["metrics"].get("psnr"), (int, float)) and math.isfinite(r["metrics"]["psnr"])]
+    img = Image.new("RGB", size, "white")
+    d = ImageDraw.Draw(img)
+    left, top, right, bottom = 70, 30, size[0] - 20, size[1] - 60
+    d.rectangle([left, top, right, bottom], outline="black")
+    d.text((left, 8), "Rate-distortion: PSNR vs bits per image (equal training budget)", fill="black")
+    d.text(((left + right) // 2 - 40, bottom + 30), "bits per image (log2 scale)", fill="black")
+    d.text((5, top - 20), "PSNR dB", fill="black")
+    if pts:
+        xs = [math.log2(max(p[0], 1.0)) for p in pts]
+        ys = [p[1] for p in pts]
+        x0, x1 = min(xs) - 0.5, max(xs) + 0.5
+        y0, y1 = min(ys) - 0.5, max(ys) + 0.5
+        sx = lambda v: left + (v - x0) / (x1 - x0) * (right - left)  # noqa: E731
+        sy = lambda v: bottom - (v - y0) / (y1 - y0) * (bottom - top)  # noqa: E731
+        for t in range(5):
+            xv, yv = x0 + t * (x1 - x0) / 4, y0 + t * (y1 - y0) / 4
+            d.text((sx(xv) - 15, bottom + 8), f"{2 ** xv:.0f}", fill="gray")
+            d.text((8, sy(yv) - 6), f"{yv:.1f}", fill="gray")
+        palette = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+        for i, ((bits, psnr, label), xv) in enumerate(zip(pts, xs)):
+            c = palette[i % len(palette)]
+            x, y = sx(xv), sy(psnr)
+            d.ellipse([x - 5, y - 5, x + 5, y + 5], fill=c)
+            d.text((x + 8, y - 6), f"{label}: {psnr:.2f} dB", fill=c)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Shared fixtures: tiny random tokenizers saved to temp folders, and small test images.
+
+The tiny model (resolution 32, f = 4, an 8x8 grid) runs in milliseconds on a CPU. Its weights are
+torch's default initialisation and its codebook is random, both from fixed seeds, so tokens are
+meaningless but deterministic.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vqct_tokenizer import VQCTConfig, VQCTTokenizer
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+ADJECTIVES = ["pale", "smooth", "dark", "bright", "soft", "red", "brown", "thin",
+              "round", "wet", "striped", "small"]
+NOUNS = ["skin", "hair", "eye", "nose", "mouth", "beak", "wing", "tail", "leaf", "petal",
+         "sky", "grass", "water", "stone", "cheek", "lip", "ear", "feather", "branch", "cloud"]
+
+
+def tiny_config(**overrides) -> VQCTConfig:
+    """The test architecture: resolution 32, f = 4, attention at the 8x8 level, D = 8, A = 12, N = 20, k = 2."""
+    fields = dict(resolution=32, ch=16, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,),
+                  z_channels=8, norm_groups=8, codebook_dim=8, quantizer="dual",
+                  num_adjectives=len(ADJECTIVES), num_nouns=len(NOUNS), k_adjectives=2)
+    fields.update(overrides)
+    return VQCTConfig(**fields)
+
+
+def make_tokenizer(seed: int = 0, **overrides) -> VQCTTokenizer:
+    torch.manual_seed(seed)
+    config = tiny_config(**overrides)
+    vocab = ADJECTIVES + NOUNS if config.quantizer == "dual" else None
+    tok = VQCTTokenizer(config, vocab)
+    with torch.no_grad():
+        tok.codebook.copy_(torch.randn(tok.codebook.shape, generator=torch.Generator().manual_seed(seed + 1)))
+    return tok
+
+
+VARIANTS = {
+    "dual": {},
+    "vq": dict(quantizer="vq", num_codes=24, num_adjectives=0, num_nouns=0),
+    "shared": dict(shared_codebook=True),
+}
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    """A saved tiny dual-quantizer tokenizer (the default variant)."""
+    path = tmp_path_factory.mktemp("tiny-vqct")
+    make_tokenizer().save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tok(model_dir) -> VQCTTokenizer:
+    """The tiny tokenizer loaded back from disk. Do not mutate it (session scope)."""
+    return VQCTTokenizer.from_pretrained(model_dir)
+
+
+@pytest.fixture(scope="session", params=sorted(VARIANTS))
+def variant_dir(request, tmp_path_factory) -> Path:
+    """Each quantizer variant (dual, vq, shared codebook), saved."""
+    path = tmp_path_factory.mktemp(f"tiny-{request.param}")
+    make_tokenizer(**VARIANTS[request.param]).save_pretrained(path)
+    return path
+
+
+def random_rgb(height: int = 40, width: int = 48, seed: int = 0) -> np.ndarray:
+    """A smooth-ish random uint8 image (H, W, 3): noise plus a gradient, so crops differ."""
+    rng = np.random.default_rng(seed)
+    noise = rng.integers(0, 256, size=(height, width, 3))
+    ramp = np.linspace(0, 255, width)[None, :, None]
+    return ((noise + ramp) / 2).astype(np.uint8)
+
+
+@pytest.fixture
+def rgb() -> np.ndarray:
+    return random_rgb()
+
+
+@pytest.fixture
+def image_file(tmp_path) -> Path:
+    path = tmp_path / "face.png"
+    Image.fromarray(random_rgb()).save(path)
+    return path

@@ -1,0 +1,313 @@
+"""The ``vqct`` encode / decode / reconstruct / describe commands, run on the tiny temp model."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vqct_tokenizer.cli import main
+from vqct_tokenizer.cli.tokens import read_token_file
+
+from conftest import ADJECTIVES, NOUNS, REPO_ROOT, make_tokenizer, random_rgb
+
+GRID = (8, 8, 3)
+
+
+def vqct(*args) -> int:
+    return main([str(a) for a in args])
+
+
+@pytest.fixture
+def images(tmp_path) -> list[Path]:
+    """Two same-size images and one of an odd size."""
+    paths = []
+    for i, (h, w) in enumerate([(40, 48), (40, 48), (37, 53)]):
+        path = tmp_path / f"img{i}.png"
+        Image.fromarray(random_rgb(h, w, seed=i)).save(path)
+        paths.append(path)
+    return paths
+
+
+def error_of(capsys) -> str:
+    return capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------- encode
+@pytest.mark.parametrize("suffix", [".pt", ".json"])
+def test_encode_stores_tokens_paths_sizes_and_model(tok, model_dir, images, tmp_path, suffix):
+    out = tmp_path / f"tokens{suffix}"
+    assert vqct("encode", *images, "-o", out, "--model", model_dir, "--device", "cpu") == 0
+    raw = torch.load(out, weights_only=True) if suffix == ".pt" else json.loads(out.read_text())
+    assert raw["format"] == "vqct-tokens" and raw["version"] == 1
+    assert raw["image_paths"] == [str(p) for p in images]
+    assert raw["image_sizes"] == [[40, 48], [40, 48], [37, 53]]
+    assert raw["resized"] is True
+    assert raw["model"] == str(model_dir) and raw["config_hash"] == tok.config.architecture_hash()
+    assert raw["layout"]["slots"] == ["adjective", "adjective", "noun"]
+    assert raw["layout"]["id_ranges"] == {"adjective": [0, len(ADJECTIVES)],
+                                          "noun": [len(ADJECTIVES), len(ADJECTIVES) + len(NOUNS)]}
+    expected = tok.encode([str(p) for p in images])
+    assert torch.equal(torch.as_tensor(raw["tokens"]), expected)
+
+
+def test_encode_npy_is_the_bare_int_array(tok, model_dir, images, tmp_path):
+    out = tmp_path / "tokens.npy"
+    assert vqct("encode", images[0], "-o", out, "--model", model_dir) == 0
+    array = np.load(out, allow_pickle=False)
+    assert array.dtype == np.int64 and array.shape == (1, *GRID)
+    np.testing.assert_array_equal(array[0], tok.encode(images[0]).numpy())
+
+
+def test_encode_native_mixed_sizes_refuses_npy(model_dir, images, tmp_path, capsys):
+    assert vqct("encode", *images, "-o", tmp_path / "t.npy", "--model", model_dir, "--native") == 2
+    assert ".pt or .json" in error_of(capsys)
+    assert not (tmp_path / "t.npy").exists()
+
+
+def test_encode_native_padded_size_refuses_npy(model_dir, images, tmp_path, capsys):
+    assert vqct("encode", images[2], "-o", tmp_path / "t.npy", "--model", model_dir, "--native") == 2
+    assert "crop back" in error_of(capsys)
+
+
+def test_encode_native_npy_when_nothing_is_lost(model_dir, images, tmp_path):
+    assert vqct("encode", images[0], images[1], "-o", tmp_path / "t.npy", "--model", model_dir, "--native") == 0
+    assert np.load(tmp_path / "t.npy").shape == (2, 10, 12, 3)
+
+
+@pytest.mark.parametrize("out", ["tokens.txt", "tokens"])
+def test_encode_refuses_unknown_token_suffix(model_dir, images, tmp_path, capsys, out):
+    assert vqct("encode", images[0], "-o", tmp_path / out, "--model", model_dir) == 2
+    assert ".npy, .pt, .json" in error_of(capsys)
+
+
+@pytest.mark.parametrize("name, message", [("missing.png", "not found"), ("bad.png", "not a readable image")])
+def test_encode_bad_image_is_a_one_line_error(model_dir, tmp_path, capsys, name, message):
+    (tmp_path / "bad.png").write_text("not an image")
+    assert vqct("encode", tmp_path / name, "-o", tmp_path / "t.pt", "--model", model_dir) == 2
+    err = error_of(capsys)
+    assert message in err and err.startswith("vqct encode: error:") and "Traceback" not in err
+
+
+# ---------------------------------------------------------------------------------------- decode
+@pytest.mark.parametrize("suffix", [".pt", ".json", ".npy"])
+def test_decode_matches_the_python_api(tok, model_dir, images, tmp_path, suffix):
+    tokens = tmp_path / f"t{suffix}"
+    vqct("encode", images[0], "-o", tokens, "--model", model_dir)
+    assert vqct("decode", tokens, "-o", tmp_path / "out.png", "--model", model_dir) == 0
+    expected = tok.decode(tok.encode(images[0]), output_type="np")
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out.png")), expected)
+
+
+def test_decode_several_images_numbers_the_files(model_dir, images, tmp_path):
+    vqct("encode", *images[:2], "-o", tmp_path / "t.pt", "--model", model_dir)
+    assert vqct("decode", tmp_path / "t.pt", "-o", tmp_path / "out.png", "--model", model_dir) == 0
+    assert sorted(p.name for p in tmp_path.glob("out*")) == ["out_0.png", "out_1.png"]
+
+
+def test_decode_to_a_directory_uses_the_image_names(model_dir, images, tmp_path):
+    vqct("encode", *images, "-o", tmp_path / "t.json", "--model", model_dir)
+    assert vqct("decode", tmp_path / "t.json", "-o", tmp_path / "decoded", "--model", model_dir) == 0
+    assert sorted(p.name for p in (tmp_path / "decoded").iterdir()) == ["img0.png", "img1.png", "img2.png"]
+
+
+def test_decode_npy_to_a_directory_numbers_the_files(model_dir, images, tmp_path):
+    vqct("encode", *images[:2], "-o", tmp_path / "t.npy", "--model", model_dir)
+    (tmp_path / "decoded").mkdir()
+    assert vqct("decode", tmp_path / "t.npy", "-o", tmp_path / "decoded", "--model", model_dir) == 0
+    assert sorted(p.name for p in (tmp_path / "decoded").iterdir()) == ["image_0.png", "image_1.png"]
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".json"])
+def test_native_encode_decodes_to_the_original_sizes(model_dir, images, tmp_path, suffix):
+    tokens = tmp_path / f"t{suffix}"
+    assert vqct("encode", *images, "-o", tokens, "--model", model_dir, "--native") == 0
+    stored = read_token_file(tokens)
+    assert [tuple(g.shape) for g in stored.grids] == [(10, 12, 3), (10, 12, 3), (10, 14, 3)]
+    assert vqct("decode", tokens, "-o", tmp_path / "out", "--model", model_dir) == 0
+    assert [Image.open(tmp_path / "out" / f"img{i}.png").size for i in range(3)] == [(48, 40), (48, 40), (53, 37)]
+
+
+def test_decode_with_another_model_is_refused(model_dir, images, tmp_path, capsys):
+    vqct("encode", images[0], "-o", tmp_path / "t.pt", "--model", model_dir)
+    other = tmp_path / "other"
+    make_tokenizer(k_adjectives=3).save_pretrained(other)
+    assert vqct("decode", tmp_path / "t.pt", "-o", tmp_path / "o.png", "--model", other) == 2
+    err = error_of(capsys)
+    assert "config hash" in err and f"--model {model_dir}" in err
+
+
+def test_decode_refuses_an_unknown_image_suffix(model_dir, images, tmp_path, capsys):
+    vqct("encode", images[0], "-o", tmp_path / "t.pt", "--model", model_dir)
+    assert vqct("decode", tmp_path / "t.pt", "-o", tmp_path / "out.xyz", "--model", model_dir) == 2
+    assert "cannot write images" in error_of(capsys)
+
+
+class _Booby:
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _bad_token_file(kind: str, tmp_path: Path) -> Path:
+    """Token files that are corrupt, hostile or hold the wrong thing."""
+    if kind == "garbage.pt":
+        path = tmp_path / "t.pt"
+        path.write_bytes(os.urandom(200))
+    elif kind == "pickle.pt":
+        path = tmp_path / "t.pt"
+        torch.save({"tokens": _Booby(tmp_path / "pwned")}, path)
+    elif kind == "plain-pickle.pt":
+        path = tmp_path / "t.pt"
+        path.write_bytes(pickle.dumps({"tokens": _Booby(tmp_path / "pwned")}))
+    elif kind == "garbage.npy":
+        path = tmp_path / "t.npy"
+        path.write_bytes(b"\x93NUMPY" + os.urandom(50))
+    elif kind == "object.npy":
+        path = tmp_path / "t.npy"
+        np.save(path, np.array([_Booby(tmp_path / "pwned")], dtype=object), allow_pickle=True)
+    elif kind == "float.npy":
+        path = tmp_path / "t.npy"
+        np.save(path, np.zeros((1, *GRID), dtype=np.float32))
+    elif kind == "truncated.json":
+        path = tmp_path / "t.json"
+        path.write_text('{"format": "vqct-tokens", "tokens": [[[')
+    elif kind == "no-tokens.json":
+        path = tmp_path / "t.json"
+        path.write_text('{"format": "vqct-tokens"}')
+    elif kind == "ragged.json":
+        path = tmp_path / "t.json"
+        path.write_text(json.dumps([[[0, 1, 12], [0, 1]]]))
+    elif kind == "sizes.json":
+        path = tmp_path / "t.json"
+        path.write_text(json.dumps({"tokens": [np.zeros(GRID, int).tolist()], "image_sizes": [[0, -3]]}))
+    elif kind == "range.json":
+        path = tmp_path / "t.json"
+        path.write_text(json.dumps({"tokens": [np.zeros(GRID, int).tolist()]}))  # noun slot holds id 0
+    elif kind == "rank.npy":
+        path = tmp_path / "t.npy"
+        np.save(path, np.zeros((8, 3), dtype=np.int64))
+    return path
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.parametrize("kind, message", [
+    ("garbage.pt", "not a readable .pt"),
+    ("pickle.pt", "not a readable .pt"),
+    ("plain-pickle.pt", "not a readable .pt"),
+    ("garbage.npy", "not a readable .npy"),
+    ("object.npy", "not a readable .npy"),
+    ("float.npy", "integers"),
+    ("truncated.json", "not a readable .json"),
+    ("no-tokens.json", "'tokens'"),
+    ("ragged.json", "rectangular"),
+    ("sizes.json", "positive integers"),
+    ("range.json", "out of range"),
+    ("rank.npy", "shape"),
+])
+def test_decode_bad_token_files(model_dir, tmp_path, capsys, kind, message):
+    path = _bad_token_file(kind, tmp_path)
+    assert vqct("decode", path, "-o", tmp_path / "o.png", "--model", model_dir) == 2
+    err = error_of(capsys)
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "pwned").exists()
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_decode_missing_token_file(model_dir, tmp_path, capsys):
+    assert vqct("decode", tmp_path / "none.pt", "-o", tmp_path / "o.png", "--model", model_dir) == 2
+    assert "not found" in error_of(capsys)
+
+
+# ---------------------------------------------------------------------------------------- reconstruct, describe
+def test_reconstruct(tok, model_dir, images, tmp_path):
+    assert vqct("reconstruct", images[0], "-o", tmp_path / "r.png", "--model", model_dir) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "r.png")),
+                                  np.asarray(tok.reconstruct(images[0])))
+
+
+@pytest.mark.parametrize("flag, size", [("--resize", (32 + 4 + 32, 32)), ("--native", (53 + 4 + 53, 37))])
+def test_reconstruct_side_by_side(model_dir, images, tmp_path, flag, size):
+    out = tmp_path / "pair.png"
+    assert vqct("reconstruct", images[2], "-o", out, "--side-by-side", flag, "--model", model_dir) == 0
+    pair = Image.open(out)
+    assert pair.size == size
+    if flag == "--native":  # the left half is the original itself
+        np.testing.assert_array_equal(np.asarray(pair)[:, :53], np.asarray(Image.open(images[2]).convert("RGB")))
+
+
+def test_reconstruct_native_keeps_the_size(model_dir, images, tmp_path):
+    assert vqct("reconstruct", images[2], "-o", tmp_path / "r.jpg", "--native", "--model", model_dir) == 0
+    assert Image.open(tmp_path / "r.jpg").size == (53, 37)
+
+
+def test_describe_prints_the_word_grid(tok, model_dir, images, capsys):
+    assert vqct("describe", images[0], "--model", model_dir) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == GRID[0]
+    cells = [cell.strip() for line in lines for cell in line.split("|")]
+    assert len(cells) == GRID[0] * GRID[1]
+    assert cells == [c for row in tok.describe(tok.encode(images[0])) for c in row]
+    assert all(set(c.split()[:2]) <= set(ADJECTIVES) and c.split()[2] in NOUNS for c in cells)
+
+
+def test_describe_several_images_has_headers(model_dir, images, capsys):
+    assert vqct("describe", images[0], images[2], "--native", "--model", model_dir) == 0
+    out = capsys.readouterr().out
+    assert f"==> {images[0]} <==" in out and f"==> {images[2]} <==" in out
+    assert len(out.strip().splitlines()) == 2 + 10 + 10 + 1  # headers, two 10-row grids, a blank line
+
+
+# ---------------------------------------------------------------------------------------- model choice
+def test_missing_default_model_is_a_clear_error(images, tmp_path, capsys, monkeypatch):
+    import vqct_tokenizer.defaults
+
+    monkeypatch.setattr(vqct_tokenizer.defaults, "find_shipped", lambda name: None)
+    assert vqct("describe", images[0]) == 2
+    err = error_of(capsys)
+    assert "default model" in err and "--model" in err
+
+
+def test_model_not_found_offline_is_a_one_line_error(images, tmp_path, capsys, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert vqct("describe", images[0], "--model", "nobody/nothing") == 2
+    err = error_of(capsys)
+    assert "nobody/nothing" in err and "Traceback" not in err
+
+
+def test_explicit_device(model_dir, images):
+    assert vqct("describe", images[0], "--model", model_dir, "--device", "cpu") == 0
+
+
+# ---------------------------------------------------------------------------------------- as a program
+def test_python_m_vqct_tokenizer(model_dir, images, tmp_path):
+    out = tmp_path / "t.json"
+    result = subprocess.run([sys.executable, "-m", "vqct_tokenizer", "encode", str(images[0]), "-o", str(out),
+                             "--model", str(model_dir)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "wrote" in result.stdout and json.loads(out.read_text())["image_sizes"] == [[40, 48]]
+
+
+def test_cli_tokens_commands_do_not_import_training_dependencies(model_dir, images):
+    code = ("import sys\n"
+            "from vqct_tokenizer.cli import main\n"
+            f"assert main(['describe', {str(images[0])!r}, '--model', {str(model_dir)!r}]) == 0\n"
+            "heavy = [m for m in sys.modules if m.split('.')[0] in ('nltk', 'transformers')"
+            " or m.startswith('vqct_tokenizer.training')]\n"
+            "print('HEAVY', heavy)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "HEAVY []"
