@@ -246,6 +246,15 @@ def test_reconstruct_side_by_side(model_dir, images, tmp_path, flag, size):
         np.testing.assert_array_equal(np.asarray(pair)[:, :53], np.asarray(Image.open(images[2]).convert("RGB")))
 
 
+def test_reconstruct_words_prints_the_grid_of_the_same_tokens(tok, model_dir, images, tmp_path, capsys):
+    assert vqct("reconstruct", images[0], "-o", tmp_path / "r.png", "--side-by-side", "--words", "--model", model_dir) == 0
+    out = capsys.readouterr().out.splitlines()
+    grid = [line for line in out if "|" in line]
+    cells = [cell.strip() for line in grid for cell in line.split("|")]
+    assert cells == [c for row in tok.describe(tok.encode(images[0])) for c in row]
+    assert any("adjective adjective noun" in line for line in out)
+
+
 def test_reconstruct_native_keeps_the_size(model_dir, images, tmp_path):
     assert vqct("reconstruct", images[2], "-o", tmp_path / "r.jpg", "--native", "--model", model_dir) == 0
     assert Image.open(tmp_path / "r.jpg").size == (53, 37)

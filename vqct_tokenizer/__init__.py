@@ -11,6 +11,7 @@ Importing this package loads only torch, safetensors, huggingface_hub, pillow an
 __version__ = "0.1.0"
 
 from .config import VQCTConfig  # noqa: E402
+from .dataset import load_token_dataset  # noqa: E402
 from .tokenizer import VQCTTokenizer  # noqa: E402
 
-__all__ = ["VQCTConfig", "VQCTTokenizer", "__version__"]
+__all__ = ["VQCTConfig", "VQCTTokenizer", "load_token_dataset", "__version__"]

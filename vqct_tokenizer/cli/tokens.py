@@ -50,6 +50,7 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
                             help="image file (several images become NAME_0.png, ...) or a directory")
         parser.add_argument("--side-by-side", action="store_true",
                             help="save the original (as the model sees it) and the reconstruction side by side")
+        parser.add_argument("--words", action="store_true", help="also print each image's word grid")
     elif name == "describe":
         parser.add_argument("images", nargs="+", metavar="IMG", help="image files to describe")
     else:
@@ -111,12 +112,21 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     targets = output_paths(args.output, len(args.images), [Path(p).stem for p in args.images])
     for path, target in zip(args.images, targets):
         image = load_image(path)
-        out = tok.reconstruct(image, resize=args.resize)
+        tokens, size = tok.encode(image, resize=args.resize, return_image_sizes=True)
+        out = tok.decode(tokens, image_size=None if args.resize else size)
         if args.side_by_side:
             out = side_by_side([model_view(tok, image, resize=args.resize), out])
         save_image(out, target)
+        if args.words:
+            grid = tok.describe(tokens)
+            print(f"==> {path}: {len(grid)}x{len(grid[0])} cells, each '{_cell_legend(tok)}' <==")
+            print(tok.format_grid(grid))
     print(f"wrote {len(targets)} image(s): {', '.join(str(t) for t in targets)}")
     return 0
+
+
+def _cell_legend(tok) -> str:
+    return " ".join(g.name for g in tok.config.groups for _ in range(g.k))
 
 
 def run_describe(args: argparse.Namespace) -> int:

@@ -1,0 +1,64 @@
+"""``vqct encode-dataset``: tokenize a folder or list of images into resumable shards.
+
+One machine:   vqct encode-dataset images/ -o tokens/
+Several GPUs:  torchrun --standalone --nproc_per_node=8 -m vqct_tokenizer encode-dataset images/ -o tokens/
+Interrupted:   run the same command again; finished shards are kept, the rest is encoded.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
+    from ..defaults import DEFAULT_MODEL
+
+    parser.add_argument("source", metavar="DIR_OR_LIST",
+                        help="a folder of images (searched recursively) or a text file of image paths, "
+                             "one per line, relative to the file's folder")
+    parser.add_argument("-o", "--output", required=True, type=Path, metavar="OUT",
+                        help="output folder: shard files, settings.json and, at the end, manifest.json")
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help=f"tokenizer folder, shipped model name or Hub repo id (default: {DEFAULT_MODEL})")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per encoder batch (default: 32)")
+    parser.add_argument("--shard-size", type=int, default=1024,
+                        help="images per shard file; keep it when resuming (default: 1024)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--resolution", type=int, default=None,
+                      help="resize and crop to this size instead of the model's config.json resolution")
+    size.add_argument("--native", action="store_true",
+                      help="keep each image's own size (padded to a multiple of the downsampling factor)")
+    parser.add_argument("--device", default="auto",
+                        help="torch device, e.g. cpu or cuda:0 (default: cuda, cuda:LOCAL_RANK under torchrun)")
+    parser.add_argument("--workers", type=int, default=2, help="image-decoding worker processes (default: 2)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..dataset import encode_dataset, load_token_dataset
+    from .tokens import load_tokenizer
+
+    # load on the CPU (with load_tokenizer's one-line error for a missing default model); the run
+    # moves it to --device, which "auto" resolves per rank (cuda:LOCAL_RANK under torchrun)
+    tok = load_tokenizer(args.model, "cpu")
+    result = encode_dataset(args.source, args.output, tok, batch_size=args.batch_size, shard_size=args.shard_size,
+                            resolution=args.resolution, native=args.native, device=args.device,
+                            workers=args.workers, progress=args.progress)
+    if (result.out_dir / "manifest.json").is_file() and _is_main():
+        ds = load_token_dataset(result.out_dir)
+        counts = ds.manifest["counts"]
+        print(f"wrote {result.out_dir}: {counts['encoded']} image(s) encoded, {counts['failed']} failed "
+              f"(listed in manifest.json), {counts['shards']} shard(s); this process kept "
+              f"{result.shards_skipped} finished shard(s) from an earlier run")
+        for failure in ds.failures[:10]:
+            print(f"  skipped {failure['path']}: {failure['error']}")
+        if len(ds.failures) > 10:
+            print(f"  ... and {len(ds.failures) - 10} more")
+    return 0
+
+
+def _is_main() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
