@@ -44,9 +44,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .errors import TokenError
-from .image_io import read_image_file, resize_to
+from .image_io import list_image_files, read_image_file, resize_to
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 SETTINGS_NAME = "settings.json"
 MANIFEST_NAME = "manifest.json"
 FORMAT_NAME = "vqct-token-dataset"
@@ -57,29 +56,8 @@ SHARD_SLEEP_ENV = "VQCT_ENCODE_SHARD_SLEEP"
 
 # ---------------------------------------------------------------------------------------- inputs
 def list_inputs(source: str | os.PathLike) -> tuple[Path, list[str]]:
-    """(root, paths relative to root): a folder searched recursively, or a list file of paths.
-
-    Paths in a list file are relative to the list file's folder (absolute paths are kept). Entries
-    are returned in a fixed order (sorted for a folder, as listed for a file), which defines the
-    shards, so every rank and every rerun sees the same split.
-    """
-    source = Path(source)
-    if source.is_dir():
-        root = source
-        files = sorted(p.relative_to(root).as_posix() for p in source.rglob("*")
-                       if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    elif source.is_file():
-        root = source.parent
-        try:
-            lines = source.read_text(encoding="utf-8").splitlines()
-        except UnicodeDecodeError as e:
-            raise ValueError(f"{source} is neither a folder nor a text list of image paths ({e})") from e
-        files = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-    else:
-        raise FileNotFoundError(f"dataset not found: {source} (give a folder or a list file)")
-    if not files:
-        raise ValueError(f"no images found in {source}")
-    return root, files
+    """(root, relative paths) in the fixed order that defines the shards (see list_image_files)."""
+    return list_image_files(source)
 
 
 def _inputs_hash(files: Sequence[str]) -> str:

@@ -180,6 +180,41 @@ def to_tensors(images: Any) -> tuple[list[torch.Tensor], bool]:
                      "numpy array or torch tensor (or a list of them)")
 
 
+# ---------------------------------------------------------------------------------------- datasets
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
+
+
+def list_image_files(source: str | os.PathLike) -> tuple[Path, list[str]]:
+    """(root, paths relative to root) of a folder searched recursively, or of a list file.
+
+    A list file has one path per line, relative to its own folder (absolute paths are kept); blank
+    lines and lines starting with ``#`` are skipped. The order is fixed (sorted for a folder, as
+    listed for a file), so training, evaluation and dataset shards see the same sequence everywhere.
+    """
+    source = Path(source)
+    if source.is_dir():
+        root = source
+        files = sorted(p.relative_to(root).as_posix() for p in source.rglob("*")
+                       if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    elif source.is_file():
+        root = source.parent
+        try:
+            lines = source.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{source} is neither a folder nor a text list of image paths ({e})") from e
+        files = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    else:
+        raise FileNotFoundError(f"no image folder or list file at {source}")
+    if not files:
+        raise ValueError(f"{source} holds no images (looked for {sorted(IMAGE_SUFFIXES)})")
+    return root, files
+
+
+def list_image_paths(source: str | os.PathLike) -> list[Path]:
+    root, files = list_image_files(source)
+    return [root / f for f in files]
+
+
 # ---------------------------------------------------------------------------------------- geometry
 def resize_to(img: torch.Tensor, resolution: int, mode: str, resample: str) -> torch.Tensor:
     """(3, H, W) -> (3, R, R) following the config's ``resize_mode``."""

@@ -24,7 +24,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from ..errors import ImageError
-from ..image_io import load_image, pil_to_tensor, resize_to
+from ..image_io import list_image_paths, load_image, pil_to_tensor, resize_to
 from ..tokenizer import VQCTTokenizer
 from .external import load_external
 from .features import FDMeter, effnet_available, load_effnet_lite0
@@ -33,7 +33,6 @@ from .plots import save_recon_grid, save_usage_plot
 from .usage import CodeUsage
 
 REPORT_VERSION = 1
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 GRID_IMAGES = 8
 EXTERNAL_METRICS = ["rfid", "lpips"]
 VERSIONED_PACKAGES = ["vqct-tokenizer", "torch", "numpy", "pillow", "safetensors", "efficientnet-lite-pytorch",
@@ -42,26 +41,10 @@ VERSIONED_PACKAGES = ["vqct-tokenizer", "torch", "numpy", "pillow", "safetensors
 
 # ---------------------------------------------------------------------------------------- data
 def list_images(data: str | Path, limit: int | None = None) -> list[Path]:
-    """Image paths of a folder (recursive, sorted) or of a list file.
-
-    A list file has one path per line, relative to the list file's folder (absolute paths work too);
-    blank lines and lines starting with ``#`` are ignored.
-    """
-    data = Path(data)
-    if data.is_dir():
-        paths = sorted(p for p in data.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-    elif data.is_file():
-        lines = data.read_text().splitlines()
-        paths = [data.parent / line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
-    else:
-        raise FileNotFoundError(f"no image folder or list file at {data}")
-    if limit is not None:
-        if limit < 1:
-            raise ValueError(f"limit must be >= 1, got {limit}")
-        paths = paths[:limit]
-    if not paths:
-        raise ValueError(f"{data} holds no images (looked for {sorted(IMAGE_EXTENSIONS)})")
-    return paths
+    """Image paths of a folder (recursive, sorted) or of a list file (see ``list_image_paths``)."""
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    return list_image_paths(data)[:limit]
 
 
 def iter_batches(paths: Sequence[Path], resolution: int, resize_mode: str, resample: str, batch_size: int,

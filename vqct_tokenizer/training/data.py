@@ -16,23 +16,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-
-
-def list_images(source: str | Path) -> list[Path]:
-    """A folder (searched recursively) or a list file of paths relative to the list file's folder."""
-    source = Path(source)
-    if source.is_dir():
-        files = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    elif source.is_file():
-        root = source.parent
-        files = [root / line.strip() for line in source.read_text().splitlines() if line.strip()]
-    else:
-        raise FileNotFoundError(f"training data not found: {source} (give a folder or a list file)")
-    if not files:
-        raise ValueError(f"no images found in {source}")
-    return files
-
+from ..image_io import list_image_paths
 
 class ImageDataset(Dataset):
     """Yields (3, R, R) float tensors in [-1, 1]. ``crop``: resize | center | random."""
@@ -40,7 +24,7 @@ class ImageDataset(Dataset):
     def __init__(self, source: str | Path, resolution: int, crop: str = "resize", flip: bool = True) -> None:
         if crop not in ("resize", "center", "random"):
             raise ValueError(f"data.crop must be resize, center or random, got {crop!r}")
-        self.files = list_images(source)
+        self.files = list_image_paths(source)
         self.resolution, self.crop, self.flip = resolution, crop, flip
 
     def __len__(self) -> int:
