@@ -50,7 +50,8 @@ class AttnBlock(nn.Module):
         b, c, h, w = x.shape
         n = self.norm(x)
         # (B, C, H, W) -> (B, 1, HW, C): one head, sequence of pixels
-        q, k, v = (t(n).reshape(b, 1, c, h * w).transpose(-1, -2) for t in (self.q, self.k, self.v))
+        # contiguous: strided q/k/v push CPU attention onto the path that builds the full HW×HW matrix
+        q, k, v = (t(n).reshape(b, 1, c, h * w).transpose(-1, -2).contiguous() for t in (self.q, self.k, self.v))
         out = F.scaled_dot_product_attention(q, k, v)
         out = out.transpose(-1, -2).reshape(b, c, h, w)
         return x + self.proj_out(out)

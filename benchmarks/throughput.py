@@ -1,0 +1,569 @@
+"""Benchmark: encode and decode images/s and peak memory, ours vs diffusers' VQModel, side by side.
+
+    python benchmarks/throughput.py                              # the shipped default model
+    python benchmarks/throughput.py --model weights/vqct-faces64 -o throughput.json
+    python benchmarks/throughput.py --make-random /tmp/faces64-random   # save a random faces64-size model
+    python benchmarks/throughput.py --model /tmp/faces64-random --repeats 3 --warmup 1
+
+What is measured, for each batch size (default 1 and 32) and each implementation:
+
+* **encode**: image tensor (B, 3, H, W) in [-1, 1] -> token ids (B, h, w, k+1);
+* **decode**: token ids -> image tensor (B, 3, H, W).
+
+"ours" is ``VQCTTokenizer.model`` (``encode_ids`` / ``decode_ids``). "diffusers" is an independent
+implementation of the same encoder and decoder, ``diffusers.VQModel``, with our weights mapped in by
+``vqct_tokenizer.interop.to_diffusers_vqmodel``. diffusers has no counterpart of VQCT's dual
+quantizer, so on both sides the token lookup is ours (the same code, the same cost): diffusers'
+encode is ``quantizer.encode(vq.encode(x).latents)``, its decode ``vq.decode(quantizer.lookup(ids),
+force_not_quantize=True)``. The ratio ours/diffusers therefore compares the networks.
+
+Method:
+
+* Timing: for each (operation, batch, round) a fresh Python process loads both implementations, sets
+  ``torch.set_num_threads(--threads)`` (default: every core this process may use), and under
+  ``torch.inference_mode()`` makes ``--warmup`` untimed calls of each, then ``--repeats`` timed calls
+  of each, interleaved (A B B A A B ...). Images/s is batch / median call time. On a loaded machine
+  speed drifts by the second; interleaving gives both the same conditions, so the ratio holds when
+  absolute numbers do not. ``--rounds`` repeats this in new processes and pools the calls.
+* Peak memory: for each (implementation, operation, batch) a fresh process loads one implementation
+  and its input, resets the peak-RSS counter, makes ``--memory-calls`` calls and reads the peak
+  again. "Peak RSS delta" is that peak minus the RSS with model and input loaded: what running the
+  network adds. It is the median of ``--memory-runs`` such processes (the JSON has the range): at
+  batch 32 identical runs differ by tens of MiB with the state of the C allocator. On Linux the counter is ``VmHWM`` of /proc/self/status, reset by writing 5 to
+  /proc/self/clear_refs. ``getrusage().ru_maxrss`` is not usable in a subprocess on Linux: a child
+  started by fork+exec inherits its parent's peak, so every child would report this benchmark's own
+  peak; it is only the fallback where /proc is missing. RSS counts everything the OS gave the
+  process (oneDNN scratch, allocator slack), which tracemalloc and torch's CPU allocator do not see.
+* GFLOPs per image: ``torch.utils.flop_counter.FlopCounterMode`` over a batch-1 call (a multiply-add
+  is 2 FLOPs; convolutions, matmuls and attention; norms, activations and resampling are not
+  counted). torch's table has no entry for CPU attention
+  (``_scaled_dot_product_flash_attention_for_cpu``), so this script supplies its formula.
+* Dense-conv reference: a 3x3 convolution 256 -> 256 channels on (8, 256, 64, 64), median of a few
+  calls at the start and at the end of the run; the higher is "conv peak". "% of conv peak" is
+  (images/s x GFLOPs/image) / conv peak.
+* Parity: before timing, the same random images go through both; the pre-quantization latents and
+  the decoder outputs for the same quantized latent must agree (``allclose``, ``--atol``/``--rtol``),
+  and the share of identical tokens from our quantizer on either latent is reported. A mismatch
+  still prints the table but exits 1.
+
+diffusers is an optional benchmark dependency (``pip install diffusers``); without it, or for an
+architecture it cannot express, only ours runs and the report says why. On a shared machine absolute
+numbers move with the load (the load average is recorded); the ratio, measured in the same run, is
+what to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+IMPLS = ("ours", "diffusers")
+OPS = ("encode", "decode")
+CONV_SHAPE = {"batch": 8, "channels": 256, "size": 64}
+# A random model of the shipped faces64 architecture: vocabulary sizes of the faces prior.
+RANDOM_ADJECTIVES, RANDOM_NOUNS = 676, 1502
+
+
+# ----------------------------------------------------------------------------------------- helpers
+def default_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _status_mib(field: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def reset_peak_rss() -> str:
+    """Make the peak-RSS counter start from now; returns the method that will read it.
+
+    Linux: writing 5 to /proc/self/clear_refs resets VmHWM (this process's peak RSS) to the current
+    RSS. ``getrusage().ru_maxrss`` cannot be reset, and on Linux a child started by fork+exec starts
+    with its parent's peak: in a subprocess of this (large) benchmark it would read the parent's peak.
+    """
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        if _status_mib("VmHWM") is not None:
+            return "VmHWM"
+    except OSError:
+        pass
+    return "ru_maxrss"
+
+
+def peak_rss_mib(method: str) -> float:
+    if method == "VmHWM":
+        return _status_mib("VmHWM")
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
+
+
+def current_rss_mib() -> float | None:
+    return _status_mib("VmRSS")
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def diffusers_version() -> str | None:
+    try:
+        import diffusers
+    except ImportError:
+        return None
+    return diffusers.__version__
+
+
+def make_random_model(folder: Path) -> Path:
+    """Save a random tokenizer of the faces64 training architecture (speed and memory only)."""
+    import torch
+
+    from vqct_tokenizer import VQCTConfig, VQCTTokenizer
+
+    spec = json.loads((REPO / "vqct_tokenizer" / "training" / "configs" / "faces64.json").read_text())["model"]
+    config = VQCTConfig(**spec, quantizer="dual", num_adjectives=RANDOM_ADJECTIVES, num_nouns=RANDOM_NOUNS,
+                        extra={"note": "random weights and codebook: for speed and memory benchmarks only"})
+    torch.manual_seed(0)
+    tok = VQCTTokenizer(config)
+    with torch.no_grad():
+        tok.codebook.normal_()
+    tok.save_pretrained(folder)
+    return folder
+
+
+def example_inputs(tok: Any, batch: int, seed: int = 0) -> tuple[Any, Any]:
+    """Random images in [-1, 1] and random valid token ids, deterministic for a seed."""
+    import torch
+
+    cfg = tok.config
+    g = torch.Generator().manual_seed(seed)
+    images = torch.rand(batch, 3, cfg.resolution, cfg.resolution, generator=g) * 2 - 1
+    h = cfg.latent_size
+    cols = [torch.randint(grp.code_start, grp.code_end, (batch, h, h, grp.k), generator=g) for grp in cfg.groups]
+    return images, torch.cat(cols, dim=-1)
+
+
+def build_callables(tok: Any, impl: str) -> dict[str, Any]:
+    """{'encode': images -> ids, 'decode': ids -> images} for one implementation."""
+    model, codebook = tok.model, tok.codebook
+    quantizer = model.quantizer
+    if impl == "ours":
+        return {"encode": lambda x: model.encode_ids(x, codebook),
+                "decode": lambda ids: model.decode_ids(ids, codebook)}
+    from vqct_tokenizer.interop import to_diffusers_vqmodel
+
+    vq = to_diffusers_vqmodel(tok)
+    return {"encode": lambda x: quantizer.encode(vq.encode(x).latents, codebook),
+            "decode": lambda ids: vq.decode(quantizer.lookup(ids, codebook), force_not_quantize=True).sample}
+
+
+# -------------------------------------------------------------------------- measurements (children)
+def child_time(spec: dict[str, Any]) -> dict[str, Any]:
+    """Timing, in a fresh process: every implementation loaded, calls interleaved A B A B ...
+
+    On a loaded machine the speed drifts by the second; interleaving gives both implementations the
+    same conditions, so their ratio stays meaningful when absolute numbers do not.
+    """
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    from vqct_tokenizer import VQCTTokenizer
+
+    tok = VQCTTokenizer.from_pretrained(spec["model"])
+    fns = {impl: build_callables(tok, impl)[spec["op"]] for impl in spec["impls"]}
+    images, ids = example_inputs(tok, spec["batch"], seed=spec["seed"])
+    arg = images if spec["op"] == "encode" else ids
+    times: dict[str, list[float]] = {impl: [] for impl in spec["impls"]}
+    with torch.inference_mode():
+        for impl in spec["impls"]:
+            for _ in range(spec["warmup"]):
+                fns[impl](arg)
+        for r in range(spec["repeats"]):
+            order = spec["impls"] if r % 2 == 0 else list(reversed(spec["impls"]))
+            for impl in order:
+                start = time.perf_counter()
+                out = fns[impl](arg)
+                times[impl].append(time.perf_counter() - start)
+                del out
+    return {"times": times, "threads": torch.get_num_threads()}
+
+
+def child_memory(spec: dict[str, Any]) -> dict[str, Any]:
+    """Peak memory, in a fresh process holding one implementation: peak RSS over a few calls,
+    minus the RSS with the model and inputs loaded."""
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    from vqct_tokenizer import VQCTTokenizer
+
+    tok = VQCTTokenizer.from_pretrained(spec["model"])
+    fn = build_callables(tok, spec["impl"])[spec["op"]]
+    if spec["impl"] == "diffusers":  # our copy of the networks is not used: drop it (the quantizer stays)
+        tok.model.encoder = None
+        tok.model.decoder = None
+    images, ids = example_inputs(tok, spec["batch"], seed=spec["seed"])
+    arg = images if spec["op"] == "encode" else ids
+    gc.collect()
+    method = reset_peak_rss()
+    base = current_rss_mib() if method == "VmHWM" else peak_rss_mib(method)
+    with torch.inference_mode():
+        for _ in range(spec["calls"]):
+            out = fn(arg)
+            del out
+    peak = peak_rss_mib(method)
+    return {"method": method, "loaded_rss_mib": base, "peak_rss_mib": peak, "peak_rss_delta_mib": peak - base}
+
+
+def run_child(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+    env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]), MKL_NUM_THREADS=str(spec["threads"]))
+    res = subprocess.run([sys.executable, str(Path(__file__).resolve()), f"--child-{kind}", json.dumps(spec)],
+                         capture_output=True, text=True, env=env)
+    if res.returncode != 0:
+        raise SystemExit(f"{kind} measurement {spec} failed:\n{res.stderr[-4000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------------- in the main process
+def count_gflops(fn: Any, arg: Any) -> float:
+    """GFLOPs of one call, with CPU flash attention counted (torch's table lacks it)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def cpu_sdpa_flops(q_shape, k_shape, v_shape, *args, **kwargs) -> int:
+        b, h, s_q, d = q_shape
+        s_k, d_v = k_shape[-2], v_shape[-1]
+        return 2 * b * h * s_q * d * s_k + 2 * b * h * s_q * s_k * d_v  # QK^T and (softmax)V
+
+    mapping = {}
+    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if op is not None:
+        mapping[op] = cpu_sdpa_flops
+    with torch.inference_mode(), FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+        fn(arg)
+    return counter.get_total_flops() / 1e9
+
+
+def conv_peak(threads: int, repeats: int, warmup: int) -> dict[str, Any]:
+    """Median GFLOP/s of a large dense 3x3 convolution: what this CPU does on the network's main op."""
+    import torch
+
+    torch.set_num_threads(threads)
+    b, c, s = CONV_SHAPE["batch"], CONV_SHAPE["channels"], CONV_SHAPE["size"]
+    conv = torch.nn.Conv2d(c, c, 3, padding=1)
+    x = torch.randn(b, c, s, s, generator=torch.Generator().manual_seed(0))
+    gflop = 2 * b * c * c * 9 * s * s / 1e9
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + repeats):
+            start = time.perf_counter()
+            conv(x)
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+    med = statistics.median(times)
+    return {"gflop_per_call": gflop, "times": times, "gflops_per_s": gflop / med, "best_gflops_per_s": gflop / min(times)}
+
+
+def parity(tok: Any, batch: int, atol: float, rtol: float) -> dict[str, Any]:
+    """Same images through ours and diffusers: latents, tokens, decoder outputs."""
+    import torch
+
+    from vqct_tokenizer.interop import to_diffusers_vqmodel
+
+    vq = to_diffusers_vqmodel(tok)
+    images, _ = example_inputs(tok, batch, seed=1)
+    m, cb = tok.model, tok.codebook
+    with torch.inference_mode():
+        lat_ours = m.encode_latent(images)
+        lat_diff = vq.encode(images).latents
+        ids_ours = m.quantizer.encode(lat_ours, cb)
+        ids_diff = m.quantizer.encode(lat_diff, cb)
+        z_q = m.quantizer.lookup(ids_ours, cb)
+        dec_ours = m.decode_latent(z_q)
+        dec_diff = vq.decode(z_q, force_not_quantize=True).sample
+    lat_ok = torch.allclose(lat_ours, lat_diff, atol=atol, rtol=rtol)
+    dec_ok = torch.allclose(dec_ours, dec_diff, atol=atol, rtol=rtol)
+    agree = (ids_ours == ids_diff).float().mean().item()
+    # Tokens are a nearest-neighbour argmin: a latent difference of 1e-6 may flip a near tie, so the
+    # check is on the latents; token agreement is reported (and expected to be 1.0 in practice).
+    return {
+        "images": batch, "atol": atol, "rtol": rtol,
+        "encoder_latent_max_abs_diff": (lat_ours - lat_diff).abs().max().item(),
+        "encoder_latent_max_abs": lat_ours.abs().max().item(),
+        "decoder_output_max_abs_diff": (dec_ours - dec_diff).abs().max().item(),
+        "decoder_output_max_abs": dec_ours.abs().max().item(),
+        "token_agreement": agree,
+        "latent_allclose": bool(lat_ok), "decoder_allclose": bool(dec_ok),
+        "passed": bool(lat_ok and dec_ok),
+    }
+
+
+def fmt(x: float | None, spec: str = ".1f") -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    have_diff = report["diffusers"]["used"]
+    lines = []
+    head = ["op", "batch", "ours img/s"]
+    if have_diff:
+        head += ["diffusers img/s", "ours/diffusers"]
+    head += ["GFLOPs/img", "ours % of conv peak"]
+    if have_diff:
+        head += ["diffusers % of conv peak"]
+    head += ["ours peak RSS Δ MiB"]
+    if have_diff:
+        head += ["diffusers peak RSS Δ MiB"]
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "|".join("---" if i < 1 else "---:" for i in range(len(head))) + "|")
+    for row in report["rows"]:
+        o = row["ours"]
+        cells = [row["op"], str(row["batch"]), fmt(o["images_per_s"])]
+        d = row.get("diffusers")
+        if have_diff:
+            cells += [fmt(d["images_per_s"]), fmt(row["ratio_ours_over_diffusers"], ".2f")]
+        cells += [fmt(row["gflops_per_image"], ".3f"), fmt(o["fraction_of_conv_peak"] * 100, ".1f") + " %"]
+        if have_diff:
+            cells += [fmt(d["fraction_of_conv_peak"] * 100, ".1f") + " %"]
+        cells += [fmt(o["peak_rss_delta_mib"])]
+        if have_diff:
+            cells += [fmt(d["peak_rss_delta_mib"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def summarize(times: list[float], memory: list[dict[str, Any]], batch: int, gflops: float,
+              peak: float) -> dict[str, Any]:
+    med = statistics.median(times)
+    ips = batch / med
+    return {
+        "images_per_s": ips,
+        "median_call_s": med,
+        "best_call_s": min(times),
+        "images_per_s_best_call": batch / min(times),
+        "calls": len(times),
+        "call_times_s": times,
+        "achieved_gflops_per_s": ips * gflops,
+        "fraction_of_conv_peak": ips * gflops / peak,
+        # median over fresh processes: the same run varies by tens of MiB with the allocator's state
+        "peak_rss_delta_mib": statistics.median(m["peak_rss_delta_mib"] for m in memory),
+        "peak_rss_delta_mib_range": [min(m["peak_rss_delta_mib"] for m in memory),
+                                     max(m["peak_rss_delta_mib"] for m in memory)],
+        "peak_rss_mib": statistics.median(m["peak_rss_mib"] for m in memory),
+        "loaded_rss_mib": statistics.median(m["loaded_rss_mib"] for m in memory),
+        "memory_runs": memory,
+        "memory_method": memory[0]["method"],
+    }
+
+
+def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] in ("--child-time", "--child-memory"):
+        fn = child_time if sys.argv[1] == "--child-time" else child_memory
+        print(json.dumps(fn(json.loads(sys.argv[2]))))
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="tokenizer folder, shipped name or Hub id (default: the shipped default "
+                                        "model; if its weights are not installed, a random model of its architecture)")
+    parser.add_argument("--make-random", type=Path, metavar="DIR",
+                        help="save a random tokenizer of the faces64 architecture to DIR and exit")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--threads", type=int, default=default_threads(),
+                        help=f"torch threads in every measurement (default: all usable cores, {default_threads()}). "
+                             "On a machine busy with other jobs, fewer threads than cores can be far faster: "
+                             "OpenMP threads wait on each other whenever one is descheduled")
+    parser.add_argument("--repeats", type=int, default=10, help="timed calls per measurement (default 10)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls before them (default 2)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat the timing, each round in a fresh process, alternating order (default 1)")
+    parser.add_argument("--memory-calls", type=int, default=2,
+                        help="calls in each fresh memory-measuring process (default 2)")
+    parser.add_argument("--memory-runs", type=int, default=3,
+                        help="fresh processes per memory figure; the median is reported (default 3)")
+    parser.add_argument("--no-diffusers", action="store_true", help="measure ours only")
+    parser.add_argument("--parity-batch", type=int, default=4, help="images in the parity check (default 4)")
+    parser.add_argument("--atol", type=float, default=1e-4)
+    parser.add_argument("--rtol", type=float, default=1e-4)
+    parser.add_argument("-o", "--output", type=Path, help="write the full report as JSON")
+    args = parser.parse_args()
+    if args.make_random:
+        make_random_model(args.make_random)
+        print(f"saved a random faces64-architecture tokenizer to {args.make_random}")
+        return
+    if min(args.threads, args.repeats, args.rounds, args.memory_calls, args.memory_runs, min(args.batch_sizes)) < 1 or args.warmup < 0:
+        parser.error("--threads, --repeats, --rounds, --memory-calls, --memory-runs and batch sizes must be >= 1, "
+                     "--warmup >= 0")
+
+    import torch
+
+    from vqct_tokenizer import VQCTTokenizer
+    from vqct_tokenizer.defaults import DEFAULT_MODEL, find_shipped
+
+    torch.set_num_threads(args.threads)
+    tmp = tempfile.TemporaryDirectory(prefix="vqct-throughput-")
+    if args.model:
+        model, model_label = args.model, args.model
+    elif find_shipped(DEFAULT_MODEL) is not None:
+        model, model_label = DEFAULT_MODEL, DEFAULT_MODEL
+    else:
+        model = str(make_random_model(Path(tmp.name) / "faces64-random"))
+        model_label = f"random weights, {DEFAULT_MODEL} architecture ({DEFAULT_MODEL} weights not installed)"
+        print(f"note: {DEFAULT_MODEL} is not installed; using a random model of its architecture", flush=True)
+    tok = VQCTTokenizer.from_pretrained(model)
+    cfg = tok.config
+
+    # -- can diffusers run?
+    diff_note = None
+    if args.no_diffusers:
+        diff_note = "disabled with --no-diffusers"
+    elif diffusers_version() is None:
+        diff_note = "diffusers is not installed (pip install diffusers): ours only"
+    else:
+        from vqct_tokenizer.interop import check_diffusers_compatible
+
+        try:
+            check_diffusers_compatible(cfg)
+        except ValueError as e:
+            diff_note = f"architecture not expressible in diffusers ({e}): ours only"
+    impls = IMPLS if diff_note is None else ("ours",)
+    if diff_note:
+        print(f"note: {diff_note}", flush=True)
+
+    report: dict[str, Any] = {
+        "model": model_label,
+        "architecture": {k: v for k, v in cfg.to_dict().items() if k != "extra"},
+        "threads": args.threads,
+        "cpu": cpu_name(), "cores_usable": default_threads(),
+        "torch": torch.__version__, "python": platform.python_version(),
+        "diffusers": {"version": diffusers_version(), "used": diff_note is None, "note": diff_note},
+        "repeats": args.repeats, "warmup": args.warmup, "rounds": args.rounds,
+        "memory_method": "fresh process per (implementation, op, batch): peak RSS over --memory-calls calls "
+                         "(Linux: VmHWM, reset via /proc/self/clear_refs once model and inputs are loaded) minus "
+                         "the RSS at that point",
+        "timing_method": "fresh process per (op, batch, round) holding both implementations; --warmup calls "
+                         "each, then --repeats calls each, interleaved; images/s = batch / median call time",
+        "flops_method": "torch.utils.flop_counter.FlopCounterMode, batch 1, multiply-add = 2 FLOPs, "
+                        "CPU flash attention added",
+        "load_average_start": load_average(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+    # -- parity
+    if diff_note is None:
+        report["parity"] = p = parity(tok, args.parity_batch, args.atol, args.rtol)
+        print(f"parity ({p['images']} images): encoder latent max |diff| {p['encoder_latent_max_abs_diff']:.3g} "
+              f"(max |latent| {p['encoder_latent_max_abs']:.3g}), decoder output max |diff| "
+              f"{p['decoder_output_max_abs_diff']:.3g}, token agreement {p['token_agreement']:.4f}: "
+              f"{'PASS' if p['passed'] else 'FAIL'}", flush=True)
+
+    # -- FLOPs per image (batch 1)
+    images1, ids1 = example_inputs(tok, 1)
+    flops: dict[str, dict[str, float]] = {}
+    for impl in impls:
+        fns = build_callables(tok, impl)
+        flops[impl] = {"encode": count_gflops(fns["encode"], images1), "decode": count_gflops(fns["decode"], ids1)}
+    report["gflops_per_image"] = flops
+
+    # -- dense-conv reference, then the measurements, then the reference again
+    conv_start = conv_peak(args.threads, max(3, args.repeats // 2), 1)
+    print(f"dense 3x3 conv reference: {conv_start['gflops_per_s']:.1f} GFLOP/s (start)", flush=True)
+    times: dict[tuple[str, str, int], list[float]] = {}
+    memory: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for rnd in range(args.rounds):
+        for batch in args.batch_sizes:
+            for op in OPS:
+                order = list(impls) if rnd % 2 == 0 else list(reversed(impls))
+                spec = {"model": model, "impls": order, "op": op, "batch": batch, "threads": args.threads,
+                        "warmup": args.warmup, "repeats": args.repeats, "seed": 0}
+                r = run_child("time", spec)
+                line = []
+                for impl in impls:
+                    times.setdefault((impl, op, batch), []).extend(r["times"][impl])
+                    line.append(f"{impl} {batch / statistics.median(r['times'][impl]):.1f}")
+                print(f"  round {rnd + 1}: {op} batch {batch}: img/s " + ", ".join(line), flush=True)
+    cases = [(batch, op) for batch in args.batch_sizes for op in OPS]
+    for run in range(args.memory_runs):
+        for batch, op in cases:
+            for impl in (impls if run % 2 == 0 else tuple(reversed(impls))):
+                spec = {"model": model, "impl": impl, "op": op, "batch": batch, "threads": args.threads,
+                        "calls": args.memory_calls, "seed": 0}
+                m = run_child("memory", spec)
+                memory.setdefault((impl, op, batch), []).append(m)
+                print(f"  memory run {run + 1}: {op} batch {batch} {impl}: peak RSS {m['peak_rss_mib']:.1f} MiB, "
+                      f"+{m['peak_rss_delta_mib']:.1f} MiB over the loaded process ({m['method']})", flush=True)
+    conv_end = conv_peak(args.threads, max(3, args.repeats // 2), 1)
+    print(f"dense 3x3 conv reference: {conv_end['gflops_per_s']:.1f} GFLOP/s (end)", flush=True)
+    peak = max(conv_start["gflops_per_s"], conv_end["gflops_per_s"])
+    report["conv_reference"] = {"shape": CONV_SHAPE, "kernel": 3, "start": conv_start, "end": conv_end,
+                                "peak_gflops_per_s": peak}
+
+    rows = []
+    for batch in args.batch_sizes:
+        for op in OPS:
+            row: dict[str, Any] = {"op": op, "batch": batch, "gflops_per_image": flops["ours"][op]}
+            for impl in impls:
+                row[impl] = summarize(times[(impl, op, batch)], memory[(impl, op, batch)], batch,
+                                      flops[impl][op], peak)
+            if "diffusers" in row:
+                row["ratio_ours_over_diffusers"] = row["ours"]["images_per_s"] / row["diffusers"]["images_per_s"]
+                # calls were interleaved: call i of each ran under about the same load
+                pairs = zip(times[("diffusers", op, batch)], times[("ours", op, batch)])
+                row["ratio_paired_median"] = statistics.median(d / o for d, o in pairs)
+            rows.append(row)
+    report["rows"] = rows
+    report["load_average_end"] = load_average()
+
+    table = markdown(report)
+    report["markdown"] = table
+    print()
+    print(f"model: {model_label}; {cfg.resolution}x{cfg.resolution} -> {cfg.latent_size}x{cfg.latent_size}x"
+          f"{cfg.tokens_per_cell} tokens; torch threads={args.threads} on {report['cpu']}; torch {torch.__version__}"
+          + (f", diffusers {report['diffusers']['version']}" if diff_note is None else f"; {diff_note}"))
+    print(f"conv peak {peak:.1f} GFLOP/s (3x3, 256->256, 8x256x64x64); load average "
+          f"{report['load_average_start']} -> {report['load_average_end']}")
+    print()
+    print(table)
+    if diff_note is None:
+        print("\nours/diffusers from interleaved call pairs (median of per-pair ratios): " + ", ".join(
+            f"{r['op']} b{r['batch']} {r['ratio_paired_median']:.2f}" for r in rows))
+    if args.output:
+        args.output.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"\nwrote {args.output}")
+    tmp.cleanup()
+    if diff_note is None and not report["parity"]["passed"]:
+        raise SystemExit("parity FAILED: ours and diffusers disagree beyond tolerance (see above)")
+
+
+if __name__ == "__main__":
+    main()
