@@ -10,8 +10,9 @@ section, so architecture, data order, seed, batch and steps are identical by con
         --eval faces=../shared/data/faces256/test.txt --eval birds=../shared/data/birds227/test.txt \\
         --runs-dir runs/compare -o benchmarks/results/compare
 
-``--runs VARIANT=DIR`` evaluates an existing run folder instead of ``--runs-dir/VARIANT``;
-``--no-train`` never trains, it only evaluates the checkpoint at exactly ``--steps``.
+``--runs VARIANT=DIR`` evaluates an existing run folder instead of ``--runs-dir/VARIANT`` (or an
+exported tokenizer folder, e.g. shipped weights exported at ``--steps``); ``--no-train`` never trains,
+it only evaluates the checkpoint at exactly ``--steps``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import json
 import math
 import subprocess
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -44,7 +46,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="applied to every variant")
     p.add_argument("--no-train", action="store_true")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N images of each split")
+    p.add_argument("--stride", action="append", default=[], metavar="SPLIT=K",
+                   help="evaluate every K-th image of that split (an even spread over class-sorted lists)")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--jobs", type=int, default=1, help="evaluations run in parallel, one torch thread each")
     p.add_argument("-o", "--output", default="benchmarks/results/compare", help="output prefix")
     return p.parse_args(argv)
 
@@ -69,27 +74,54 @@ def train_variant(variant: str, out: Path, args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     splits = dict(item.split("=", 1) for item in args.eval)
+    strides = {k: int(v) for k, v in (item.split("=", 1) for item in args.stride)}
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    rows = []
+    jobs = []
     for variant in args.variants:
         run_dir = run_dir_for(variant, args)
-        train_variant(variant, run_dir, args)
-        ckpt = checkpoint_path(run_dir, args.steps)
-        if not ckpt.is_file():
-            raise SystemExit(f"{variant}: {ckpt} does not exist; the equal-budget comparison needs step {args.steps}")
+        if is_exported(run_dir):
+            model = run_dir
+        else:
+            train_variant(variant, run_dir, args)
+            model = checkpoint_path(run_dir, args.steps)
+            if not model.is_file():
+                raise SystemExit(f"{variant}: {model} does not exist; the equal-budget comparison needs step {args.steps}")
         for split, data in splits.items():
-            report = evaluate(ckpt, data, limit=args.limit, batch_size=args.batch_size,
-                              report_path=out.parent / f"{out.name}_{Path(variant).stem}_{split}.json")
-            rows.append({"variant": Path(variant).stem, "split": split, "steps": args.steps, "checkpoint": str(ckpt),
-                         "count": report["data"]["count"], "resolution": report["data"]["resolution"],
-                         "metrics": report["metrics"], "rate": report["rate"], "usage": report["usage"]})
+            report_path = out.parent / f"{out.name}_{Path(variant).stem}_{split}.json"
+            jobs.append((Path(variant).stem, split, str(model), data, report_path, strides.get(split, 1)))
+    if args.jobs > 1:
+        with ProcessPoolExecutor(max_workers=args.jobs, initializer=_one_thread) as pool:
+            futures = [pool.submit(_evaluate_job, job, args.limit, args.batch_size, False) for job in jobs]
+            reports = [f.result() for f in futures]
+    else:
+        reports = [_evaluate_job(job, args.limit, args.batch_size, True) for job in jobs]
+    rows = [{"variant": variant, "split": split, "steps": args.steps, "model": model,
+             "count": report["data"]["count"], "resolution": report["data"]["resolution"],
+             "metrics": report["metrics"], "rate": report["rate"], "usage": report["usage"]}
+            for (variant, split, model, *_), report in zip(jobs, reports)]
     Path(f"{out}.json").write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows}, indent=2, default=str) + "\n")
     table = markdown_table(rows)
     Path(f"{out}.md").write_text(table + "\n")
     rate_distortion_plot(rows, Path(f"{out}_rd.png"))
     print(table)
     return 0
+
+
+def is_exported(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # parallel jobs on few cores: one thread each beats oversubscription
+
+
+def _evaluate_job(job: tuple, limit: int | None, batch_size: int, progress: bool) -> dict:
+    _, _, model, data, report_path, stride = job
+    return evaluate(model, data, limit=limit, stride=stride, batch_size=batch_size, report_path=report_path,
+                    progress=progress)
 
 
 def _usage_cell(usage: dict) -> str:

@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--baseline-run", type=Path, required=True)
     p.add_argument("--step", type=int, required=True)
     p.add_argument("--command", required=True)
+    p.add_argument("--other-name", default="the baseline", help="the compared model's name, for the table")
     p.add_argument("--extra", default="", help="markdown appended to the card (limits, notes)")
     args = p.parse_args(argv)
 
@@ -58,7 +59,8 @@ def main(argv: list[str] | None = None) -> None:
     run, base_run = run_stats(args.run, args.step), run_stats(args.baseline_run, args.step)
     cfg = run["config"]
     m, d = cfg["model"], ours["data"]
-    table = ["| metric | VQCT (this model) | VQGAN baseline, same budget |", "|---|---|---|"]
+    is_vq = "code" in ours["usage"]["groups"]
+    table = [f"| metric | {args.name} (this model) | {args.other_name}, same budget |", "|---|---|---|"]
     for label, key, spec in ROWS:
         table.append(f"| {label} | {fmt(ours['metrics'].get(key), spec)} | {fmt(base['metrics'].get(key), spec)} |")
     for label, key, spec in [("tokens / image", "tokens_per_image", "{:.0f}"), ("bits / image", "bits_per_image", "{:.0f}"),
@@ -66,12 +68,20 @@ def main(argv: list[str] | None = None) -> None:
         table.append(f"| {label} | {fmt(ours['rate'].get(key), spec)} | {fmt(base['rate'].get(key), spec)} |")
     table.append(f"| code usage | {usage_text(ours)} | {usage_text(base)} |")
 
+    grid = d["resolution"] // 2 ** (len(m["ch_mult"]) - 1)
+    if is_vq:
+        what = (f"A plain VQGAN baseline trained by this project on CPU, with exactly the recipe of the VQCT model "
+                f"it is compared with, except the quantizer: {ours['usage']['groups']['code']['size']} codes learned "
+                f"from scratch, one id per cell of a {grid}×{grid} grid. It ships so the comparison can be re-measured.")
+    else:
+        g = ours["usage"]["groups"]
+        what = (f"A VQCT image tokenizer (Zhang et al., CVPR 2024) trained by this project on CPU. Each "
+                f"{m['resolution']}×{m['resolution']} image becomes a {grid}×{grid} grid; each cell is {m['k_adjectives']} "
+                f"adjective ids and 1 noun id over a vocabulary of {g['adjective']['size']} adjectives and "
+                f"{g['noun']['size']} nouns.")
     card = f"""# {args.name}
 
-A VQCT image tokenizer (Zhang et al., CVPR 2024) trained by this project on CPU. Each
-{m['resolution']}×{m['resolution']} image becomes a {d['resolution'] // 2 ** (len(m['ch_mult']) - 1)}×{d['resolution'] // 2 ** (len(m['ch_mult']) - 1)} grid; each cell is
-{m['k_adjectives']} adjective ids and 1 noun id over a vocabulary of {ours['usage']['groups']['adjective']['size']} adjectives and
-{ours['usage']['groups']['noun']['size']} nouns.
+{what}
 
 ```python
 from vqct_tokenizer import VQCTTokenizer
@@ -81,8 +91,8 @@ tok = VQCTTokenizer.from_pretrained("{args.name}")
 ## Evaluation: `vqct eval` on the test split
 
 {d['count']} images of `{Path(d['source']).parent.name}/{Path(d['source']).name}` at {d['resolution']}², measured at step {args.step} of
-both runs. The baseline is a plain VQGAN (1,024 codes learned from scratch, one id per cell) with the same
-encoder, decoder, losses, data order, seed, batch and steps.
+both runs, which share the encoder, decoder, losses, data order, seed, batch and steps; only the
+quantizer and codebook differ.
 
 {chr(10).join(table)}
 
@@ -90,9 +100,9 @@ SSIM: 11×11 Gaussian window, σ 1.5, per RGB channel, averaged. MS-SSIM: {ours[
 FD-EffNetL0 is the Fréchet distance of pooled EfficientNet-Lite0 features; it is not FID and not
 comparable with FID numbers. rFID and LPIPS were skipped: {'; '.join(f'{k}: {v}' for k, v in ours['skipped'].items() if k != 'fd_effnet_l0') or 'none'}.
 
-Note the rate: VQCT cells carry more bits than the baseline's, so part of any fidelity gain may come
-from rate rather than from the transferred codebook (the rate-matched comparison is
-`benchmarks/compare_variants.py` with `faces64-ratematched`).
+Note the rate: VQCT cells carry more bits than a 1,024-code VQGAN cell, so part of any fidelity
+difference may come from rate rather than from the transferred codebook (the rate-matched comparison
+is `benchmarks/compare_variants.py` with `faces64-ratematched`).
 
 ## Training
 
@@ -102,22 +112,20 @@ from rate rather than from the transferred codebook (the rate-matched comparison
 
 - Data: `faces256` train split (10,000 CelebA-derived aligned face crops, resized to {m['resolution']}²). CelebA terms:
   non-commercial research use; cite Liu et al., ICCV 2015.
-- Codebook prior: adjectives and nouns mined with NLTK from the CUB, Oxford-102 flowers and COCO val2017
-  captions, embedded by all-MiniLM-L6-v2 (not the paper's CLIP ViT-B/32), through a 2-layer GCN.
+{"- Codebook: learned from scratch (taming's uniform init), no language prior." if is_vq else "- Codebook prior: adjectives and nouns mined with NLTK from the CUB, Oxford-102 flowers and COCO val2017" + chr(10) + "  captions, embedded by all-MiniLM-L6-v2 (not the paper's CLIP ViT-B/32), through a 2-layer GCN."}
 - Architecture: ch {m['ch']}, ch_mult {m['ch_mult']}, {m['num_res_blocks']} res block(s) per level, attention at
   {m['attn_resolutions']}, z_channels {m['z_channels']}, D = {m['codebook_dim']}, k = {m['k_adjectives']}.
 - Loss: L1 + EfficientNet-Lite0 perceptual ({cfg['loss']['perceptual_weight']}) + codebook + {cfg['loss']['beta']}·commitment;
   hinge PatchGAN from step {cfg['loss']['disc_start']} (weight {cfg['loss']['disc_weight']}, adaptive).
 - Adam (0.5, 0.9), lr {cfg['optim']['lr']}, batch {cfg['optim']['batch_size']}, {args.step} steps ({run['images']:,} images,
   {run['images'] / 10000:.1f} epochs), about {run['seconds'] / 3600:.1f} h of wall time on a shared 2-core CPU
-  (baseline: {base_run['seconds'] / 3600:.1f} h).
+  ({args.other_name}: {base_run['seconds'] / 3600:.1f} h).
 
 ## Limits
 
 - {m['resolution']}×{m['resolution']} only, and faces only: other content and sizes reconstruct poorly.
 - Trained briefly on a CPU; far from the paper's 256² GPU recipe. Reconstructions are blurry.
-- Word embeddings come from all-MiniLM-L6-v2, not CLIP; the words are labels of codes and describe
-  image content only loosely.
+{"- Its ids have no names (vocab entries are code0, code1, ...)." if is_vq else "- Word embeddings come from all-MiniLM-L6-v2, not CLIP; the words are labels of codes and describe" + chr(10) + "  image content only loosely."}
 {args.extra}
 """
     out = Path("weights") / args.name / "README.md"

@@ -310,6 +310,10 @@ def test_real_external_loaders_skip_cleanly_when_unavailable() -> None:
 def test_list_images_folder_and_list_file(image_dir: Path, tmp_path: Path) -> None:
     assert [p.name for p in list_images(image_dir)] == [f"img{i}.png" for i in range(5)]
     assert len(list_images(image_dir, limit=2)) == 2
+    assert [p.name for p in list_images(image_dir, stride=2)] == ["img0.png", "img2.png", "img4.png"]
+    assert [p.name for p in list_images(image_dir, stride=2, limit=2)] == ["img0.png", "img2.png"]
+    with pytest.raises(ValueError, match="stride"):
+        list_images(image_dir, stride=0)
     listing = image_dir / "subset.txt"
     listing.write_text("# comment\nimg3.png\n\nimg1.png\n")
     try:

@@ -14,6 +14,8 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="image folder (recursive) or list file of paths relative to it")
     parser.add_argument("--resolution", type=int, default=None, help="evaluation resolution (default: the model's)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
+    parser.add_argument("--stride", type=int, default=1,
+                        help="evaluate every K-th image (an even spread over class-sorted lists; before --limit)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("-o", "--output", default="eval_report.json",
                         help="report path; <stem>_grid.png and <stem>_usage.png are written beside it")
@@ -27,7 +29,7 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..evaluation import evaluate
 
-    report = evaluate(args.model, args.data, resolution=args.resolution, limit=args.limit,
+    report = evaluate(args.model, args.data, resolution=args.resolution, limit=args.limit, stride=args.stride,
                       batch_size=args.batch_size, report_path=args.output, device=args.device,
                       compute_fd=not args.no_fd, external=not args.no_external, progress=not args.quiet)
     print(format_summary(report))

@@ -40,11 +40,14 @@ VERSIONED_PACKAGES = ["vqct-tokenizer", "torch", "numpy", "pillow", "safetensors
 
 
 # ---------------------------------------------------------------------------------------- data
-def list_images(data: str | Path, limit: int | None = None) -> list[Path]:
-    """Image paths of a folder (recursive, sorted) or of a list file (see ``list_image_paths``)."""
+def list_images(data: str | Path, limit: int | None = None, stride: int = 1) -> list[Path]:
+    """Image paths of a folder (recursive, sorted) or of a list file (see ``list_image_paths``):
+    every ``stride``-th one (an even spread over class-sorted lists), then the first ``limit``."""
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
-    return list_image_paths(data)[:limit]
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    return list_image_paths(data)[::stride][:limit]
 
 
 def iter_batches(paths: Sequence[Path], resolution: int, resize_mode: str, resample: str, batch_size: int,
@@ -157,7 +160,7 @@ def method_notes(fidelity: FidelityMeter) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------- evaluate
 def evaluate(model: str | Path | VQCTTokenizer, data: str | Path, *, resolution: int | None = None,
-             limit: int | None = None, batch_size: int = 16, report_path: str | Path | None = None,
+             limit: int | None = None, stride: int = 1, batch_size: int = 16, report_path: str | Path | None = None,
              device: str | torch.device | None = "auto", compute_fd: bool = True, external: bool = True,
              progress: bool = True) -> dict[str, Any]:
     """Evaluate ``model`` on the images of ``data``; returns the report (and writes it when
@@ -168,6 +171,7 @@ def evaluate(model: str | Path | VQCTTokenizer, data: str | Path, *, resolution:
         data: image folder (recursive) or list file of paths relative to its folder.
         resolution: evaluation resolution (default: the model's); a multiple of its downsampling factor.
         limit: the first N images only.
+        stride: every K-th image only (before ``limit``).
         compute_fd: FD-EffNetL0 (skipped, with the reason, when EfficientNet-Lite0 is not installed).
         external: try rFID and LPIPS (skipped, with the reason, when packages or weights are missing).
     """
@@ -177,7 +181,7 @@ def evaluate(model: str | Path | VQCTTokenizer, data: str | Path, *, resolution:
     res = resolution or tok.config.resolution
     if res % tok.downsample_factor:
         raise ValueError(f"resolution {res} is not a multiple of the model's downsampling factor {tok.downsample_factor}")
-    paths = list_images(data, limit)
+    paths = list_images(data, limit, stride)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
 
@@ -228,7 +232,7 @@ def evaluate(model: str | Path | VQCTTokenizer, data: str | Path, *, resolution:
         "report_version": REPORT_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": model_info,
-        "data": {"source": str(data), "count": fidelity.count, "listed": len(paths), "limit": limit,
+        "data": {"source": str(data), "count": fidelity.count, "listed": len(paths), "limit": limit, "stride": stride,
                  "resolution": res, "resize_mode": tok.config.resize_mode, "resample": tok.config.resample,
                  "unreadable": len(unreadable), "unreadable_examples": unreadable[:20]},
         "metrics": metrics,
