@@ -50,6 +50,15 @@ VARIANTS = {
 }
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """The test tensors are tiny and CI machines small: one thread beats oversubscribed threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory) -> Path:
     """A saved tiny dual-quantizer tokenizer (the default variant)."""

@@ -35,15 +35,6 @@ def tiny_tokenizer(seed: int = 0, **overrides) -> VQCTTokenizer:
     return tok
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two cores are shared with other jobs: one thread is faster for these tiny convolutions."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("tiny-model")

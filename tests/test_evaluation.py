@@ -25,15 +25,6 @@ TINY = dict(resolution=32, ch=16, ch_mult=(1, 2, 2), num_res_blocks=1, attn_reso
             norm_groups=8, codebook_dim=8, num_adjectives=12, num_nouns=20)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: extra threads only add contention when the machine is busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny_tokenizer() -> VQCTTokenizer:
     torch.manual_seed(0)

@@ -37,14 +37,6 @@ from vqct_tokenizer.training.checkpoint import list_checkpoints, load_checkpoint
 from test_dataset import CHILD_ENV, tiny_tokenizer
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("tiny-model")

@@ -31,18 +31,18 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .atomic import atomic_write
 from .errors import TokenError
 from .image_io import list_image_files, read_image_file, resize_to
 
@@ -100,35 +100,14 @@ def shard_name(index: int) -> str:
     return f"shard-{index:05d}"
 
 
-# ---------------------------------------------------------------------------------------- atomic io
-def _atomic_write(target: Path, write: Callable[[str], None]) -> None:
-    """Write through a temp file in the same folder, fsync, rename: a kill leaves old or new, never torn."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; shared datasets need the usual mode
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
+# ---------------------------------------------------------------------------------------- json io
 def _write_json(target: Path, data: Any) -> None:
     def write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=1)
             f.write("\n")
 
-    _atomic_write(target, write)
+    atomic_write(target, write)
 
 
 def _read_json(path: Path) -> Any:
@@ -431,7 +410,7 @@ def _write_shard(out: Path, index: int, records: list[dict[str, Any]], grids: li
     else:
         tensors = {"tokens": np.stack(arrays) if arrays else np.zeros((0, *layout["grid"], k1), dtype)}
     name = shard_name(index)
-    _atomic_write(out / f"{name}.safetensors",
+    atomic_write(out / f"{name}.safetensors",
                   lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT_NAME, "shard": str(index)}))
     images, row = [], 0
     for r in records:

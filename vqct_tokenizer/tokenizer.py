@@ -24,6 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .atomic import atomic_write
 from .config import CONFIG_NAME, VOCAB_NAME, WEIGHTS_NAME, ConfigError, VQCTConfig
 from .defaults import DEFAULT_MODEL, find_shipped, shipped_names
 from .errors import TokenError, WeightsError
@@ -226,9 +227,9 @@ class VQCTTokenizer(nn.Module):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        _atomic(path / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
-        _atomic(path / CONFIG_NAME, lambda p: self.config.save(p))
-        _atomic(path / VOCAB_NAME, lambda p: Path(p).write_text(json.dumps(vocab_to_json(self.config, self.vocab), indent=1) + "\n"))
+        atomic_write(path / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
+        atomic_write(path / CONFIG_NAME, lambda p: self.config.save(p))
+        atomic_write(path / VOCAB_NAME, lambda p: Path(p).write_text(json.dumps(vocab_to_json(self.config, self.vocab), indent=1) + "\n"))
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike = DEFAULT_MODEL, *, revision: str | None = None,
@@ -273,21 +274,6 @@ class VQCTTokenizer(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------- helpers
-def _atomic(target: Path, write) -> None:
-    """Write via a temp file in the same folder and rename, so a crash never leaves a torn file."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600: a saved model must be readable by others
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def default_vocab(config: VQCTConfig) -> list[str]:
     if config.quantizer == "vq":
         return [f"code{i}" for i in range(config.num_codes)]

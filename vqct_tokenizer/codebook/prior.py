@@ -19,10 +19,11 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import tempfile
 from dataclasses import dataclass, field
 
 import torch
+
+from ..atomic import atomic_write
 
 FORMAT_VERSION = 1
 PRIOR_JSON = "prior.json"
@@ -128,25 +129,6 @@ def _check_embeddings(pos: str, tensor, rows: int) -> None:
 
 
 # ----------------------------------------------------------------------------- save / load
-
-
-def _atomic_write(path: pathlib.Path, write) -> None:
-    """Call ``write(tmp_path)``, then move the file into place, so readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        # mkstemp creates the file 0600; give it the permissions a plain open() would have
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def prior_to_json(prior: CodebookPrior) -> dict:
     """The prior.json document: words and edges first, then the metadata."""
     document = {
@@ -194,8 +176,8 @@ def save_prior(prior: CodebookPrior, out_dir: str | os.PathLike) -> None:
             f.write(text)
 
     # embeddings first: a prior.json on disk then always has its embeddings beside it
-    _atomic_write(out / EMBEDDINGS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
-    _atomic_write(out / PRIOR_JSON, write_json)
+    atomic_write(out / EMBEDDINGS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    atomic_write(out / PRIOR_JSON, write_json)
 
 
 def _resolve(path: str | os.PathLike) -> tuple[pathlib.Path, pathlib.Path]:

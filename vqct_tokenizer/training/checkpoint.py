@@ -7,13 +7,13 @@ previous complete checkpoint or the new complete one, never a torn file. Loaded 
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from ..atomic import atomic_write
 
 _NAME = re.compile(r"^ckpt_(\d{8})\.pt$")
 
@@ -39,16 +39,7 @@ def save_checkpoint(out_dir: str | Path, step: int, state: dict[str, Any], keep:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = checkpoint_path(out_dir, step)
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(target, lambda tmp: torch.save(state, tmp))
     if keep > 0:
         for old in list_checkpoints(out_dir)[:-keep]:
             old.unlink(missing_ok=True)
