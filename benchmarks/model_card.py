@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--step", type=int, required=True)
     p.add_argument("--command", required=True)
     p.add_argument("--other-name", default="the baseline", help="the compared model's name, for the table")
+    p.add_argument("--rate-matched-note", default="it has not been trained at this budget yet.")
     p.add_argument("--extra", default="", help="markdown appended to the card (limits, notes)")
     args = p.parse_args(argv)
 
@@ -101,8 +102,8 @@ FD-EffNetL0 is the Fréchet distance of pooled EfficientNet-Lite0 features; it i
 comparable with FID numbers. rFID and LPIPS were skipped: {'; '.join(f'{k}: {v}' for k, v in ours['skipped'].items() if k != 'fd_effnet_l0') or 'none'}.
 
 Note the rate: VQCT cells carry more bits than a 1,024-code VQGAN cell, so part of any fidelity
-difference may come from rate rather than from the transferred codebook (the rate-matched comparison
-is `benchmarks/compare_variants.py` with `faces64-ratematched`).
+difference may come from rate rather than from the transferred codebook. The rate-matched VQGAN
+(`faces64-ratematched`, trained by `benchmarks/compare_variants.py`) answers that; {args.rate_matched_note}
 
 ## Training
 
