@@ -28,25 +28,14 @@ import torch
 from PIL import Image
 from safetensors.numpy import load_file, save_file
 
-from vqct_tokenizer import VQCTTokenizer, load_token_dataset
+from vqct_tokenizer import load_token_dataset
 from vqct_tokenizer.cli import main
 from vqct_tokenizer.dataset import encode_dataset
 from vqct_tokenizer.errors import ImageError, TokenError
 from vqct_tokenizer.training.checkpoint import list_checkpoints, load_checkpoint
 
-from test_dataset import CHILD_ENV, tiny_tokenizer
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("tiny-model")
-    tiny_tokenizer().save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def tok(model) -> VQCTTokenizer:
-    return VQCTTokenizer.from_pretrained(model)
+# the tiny model and its fixtures are shared with the dataset tests
+from test_dataset import CHILD_ENV, model, tok  # noqa: F401
 
 
 def vqct(*args) -> int:
