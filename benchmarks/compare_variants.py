@@ -12,7 +12,9 @@ section, so architecture, data order, seed, batch and steps are identical by con
 
 ``--runs VARIANT=DIR`` evaluates an existing run folder instead of ``--runs-dir/VARIANT`` (or an
 exported tokenizer folder, e.g. shipped weights exported at ``--steps``); ``--no-train`` never trains,
-it only evaluates the checkpoint at exactly ``--steps``.
+it only evaluates the checkpoint at exactly ``--steps``. A report already written for the same
+model, data, stride and limit is reused (``--fresh`` re-evaluates), so the script can be rerun as
+variants finish training and only evaluates what is new.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="evaluate every K-th image of that split (an even spread over class-sorted lists)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--jobs", type=int, default=1, help="evaluations run in parallel, one torch thread each")
+    p.add_argument("--fresh", action="store_true", help="re-evaluate even where a matching report exists")
     p.add_argument("-o", "--output", default="benchmarks/results/compare", help="output prefix")
     return p.parse_args(argv)
 
@@ -90,12 +93,19 @@ def main(argv: list[str] | None = None) -> int:
         for split, data in splits.items():
             report_path = out.parent / f"{out.name}_{Path(variant).stem}_{split}.json"
             jobs.append((Path(variant).stem, split, str(model), data, report_path, strides.get(split, 1)))
+    reports: list[dict | None] = [None if args.fresh else reusable_report(job, args.limit) for job in jobs]
+    todo = [i for i, report in enumerate(reports) if report is None]
+    for i, job in enumerate(jobs):
+        if reports[i] is not None:
+            print(f"reusing {job[4]} ({job[0]} on {job[1]})", flush=True)
     if args.jobs > 1:
         with ProcessPoolExecutor(max_workers=args.jobs, initializer=_one_thread) as pool:
-            futures = [pool.submit(_evaluate_job, job, args.limit, args.batch_size, False) for job in jobs]
-            reports = [f.result() for f in futures]
+            futures = {i: pool.submit(_evaluate_job, jobs[i], args.limit, args.batch_size, False) for i in todo}
+            for i, future in futures.items():
+                reports[i] = future.result()
     else:
-        reports = [_evaluate_job(job, args.limit, args.batch_size, True) for job in jobs]
+        for i in todo:
+            reports[i] = _evaluate_job(jobs[i], args.limit, args.batch_size, True)
     rows = [{"variant": variant, "split": split, "steps": args.steps, "model": model,
              "count": report["data"]["count"], "resolution": report["data"]["resolution"],
              "metrics": report["metrics"], "rate": report["rate"], "usage": report["usage"]}
@@ -106,6 +116,18 @@ def main(argv: list[str] | None = None) -> int:
     rate_distortion_plot(rows, Path(f"{out}_rd.png"))
     print(table)
     return 0
+
+
+def reusable_report(job: tuple, limit: int | None) -> dict | None:
+    """The report at the job's path when it evaluated the same model on the same data, else None."""
+    _, _, model, data, report_path, stride = job
+    try:
+        report = json.loads(Path(report_path).read_text())
+        same = (report["model"]["id"] == str(model) and report["data"]["source"] == str(data)
+                and report["data"]["stride"] == stride and report["data"]["limit"] == limit)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return report if same else None
 
 
 def is_exported(folder: Path) -> bool:

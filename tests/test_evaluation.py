@@ -355,3 +355,28 @@ def test_cli_eval_prints_summary(tiny_tokenizer: VQCTTokenizer, image_dir: Path,
     text = capsys.readouterr().out
     assert "PSNR (dB)" in text and "bits / image" in text and "adjective codes used" in text
     assert json.loads(out.read_text())["data"]["count"] == 3
+
+
+def _compare_variants_module():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_variants.py"
+    spec = importlib.util.spec_from_file_location("compare_variants", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_compare_variants_reuses_only_matching_reports(tmp_path: Path) -> None:
+    compare = _compare_variants_module()
+    report_path = tmp_path / "r.json"
+    job = ("v", "faces", "runs/v/ckpt_00001500.pt", "test.txt", report_path, 6)
+    assert compare.reusable_report(job, None) is None  # nothing written yet
+    report = {"model": {"id": "runs/v/ckpt_00001500.pt"}, "data": {"source": "test.txt", "stride": 6, "limit": None}}
+    report_path.write_text(json.dumps(report))
+    assert compare.reusable_report(job, None) == report
+    assert compare.reusable_report(job, 100) is None  # another limit
+    assert compare.reusable_report(job[:2] + ("runs/v/ckpt_00002000.pt",) + job[3:], None) is None  # another step
+    assert compare.reusable_report(job[:5] + (1,), None) is None  # another stride
+    report_path.write_text("{not json")
+    assert compare.reusable_report(job, None) is None

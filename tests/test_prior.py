@@ -77,7 +77,9 @@ def mine(captions, **kwargs):
 
     workers = kwargs.pop("workers", 1)
     chunk_size = kwargs.pop("chunk_size", 1000)
-    return mine_captions(captions, MiningOptions(**kwargs), workers=workers, chunk_size=chunk_size, progress=False)
+    dedupe = kwargs.pop("deduplicate_captions", True)
+    return mine_captions(captions, MiningOptions(**kwargs), workers=workers, chunk_size=chunk_size, progress=False,
+                         deduplicate_captions=dedupe)
 
 
 def pairs(words, counts):
@@ -154,6 +156,25 @@ def test_deterministic_across_workers_chunks_and_order(nltk_ready):
         assert other.noun_counts == reference.noun_counts
         assert other.edges == reference.edges
     assert parallel.workers == 2
+
+
+def test_deduplication_is_exact(nltk_ready):
+    from vqct_tokenizer.codebook.mining import deduplicate
+
+    # repeats with different multiplicities, spread out, so a lost or double-counted repeat shows
+    captions = SAMPLE * 2 + SAMPLE[:3] + [SAMPLE[0]] * 4
+    assert deduplicate(["b", "a", "b", "c", "a", "b"]) == [("b", 3), ("a", 2), ("c", 1)]
+    plain = mine(captions, min_count=0, deduplicate_captions=False)
+    for workers in (1, 2):
+        deduped = mine(captions, min_count=0, workers=workers, chunk_size=2)
+        assert deduped.num_captions == plain.num_captions == len(captions)
+        assert deduped.tagged_captions == len(set(captions)) < plain.tagged_captions == len(captions)
+        assert deduped.adjectives == plain.adjectives
+        assert deduped.adjective_counts == plain.adjective_counts
+        assert deduped.nouns == plain.nouns
+        assert deduped.noun_counts == plain.noun_counts
+        assert deduped.edges == plain.edges
+        assert deduped.candidates == plain.candidates
 
 
 def test_missing_nltk_data_error(tmp_path, monkeypatch):

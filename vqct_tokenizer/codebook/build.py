@@ -90,7 +90,8 @@ def build_prior(
 
     mined = mine_captions(captions, options, workers=workers, progress=progress)
     mine_done = time.perf_counter()
-    _log(verbose, f"mined in {mined.seconds:.1f}s with {mined.workers} worker(s)")
+    _log(verbose, f"mined in {mined.seconds:.1f}s with {mined.workers} worker(s); "
+                  f"{mined.tagged_captions:,} distinct of {mined.num_captions:,} captions tagged")
 
     encoder = load_text_encoder(text_encoder, device=device, revision=revision)
     normalize = encoder.info.default_normalize if normalize is None else normalize
