@@ -167,34 +167,62 @@ def _entropy(rate: dict) -> float:
     return float(rate["entropy_bits_per_image_marginal"])
 
 
-def rate_distortion_plot(rows: list[dict], path: Path, size: tuple[int, int] = (720, 480)) -> None:
-    """PSNR against bits per image, one marker per (variant, split), drawn with PIL."""
-    pts = [(r["rate"]["bits_per_image"], r["metrics"]["psnr"], f"{r['variant']} ({r['split']})") for r in rows
-           if isinstance(r["metrics"].get("psnr"), (int, float)) and math.isfinite(r["metrics"]["psnr"])]
-    img = Image.new("RGB", size, "white")
+PALETTE = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f"]
+
+
+def rate_distortion_plot(rows: list[dict], path: Path, panel: tuple[int, int] = (460, 420)) -> None:
+    """PSNR against bits per image: one panel per split, one colour per variant, drawn with PIL.
+
+    Several variants share a rate (every dual-codebook variant spends the same bits), so markers are
+    labelled in a legend, not beside the points, and points at one rate are spread a little sideways.
+    """
+    pts = [r for r in rows if isinstance(r["metrics"].get("psnr"), (int, float)) and math.isfinite(r["metrics"]["psnr"])]
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    splits = list(dict.fromkeys(r["split"] for r in rows)) or ["-"]
+    colour = {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(variants)}
+    legend_w = 250
+    img = Image.new("RGB", (panel[0] * len(splits) + legend_w, panel[1]), "white")
     d = ImageDraw.Draw(img)
-    left, top, right, bottom = 70, 30, size[0] - 20, size[1] - 60
-    d.rectangle([left, top, right, bottom], outline="black")
-    d.text((left, 8), "Rate-distortion: PSNR vs bits per image (equal training budget)", fill="black")
-    d.text(((left + right) // 2 - 40, bottom + 30), "bits per image (log2 scale)", fill="black")
-    d.text((5, top - 20), "PSNR dB", fill="black")
-    if pts:
-        xs = [math.log2(max(p[0], 1.0)) for p in pts]
-        ys = [p[1] for p in pts]
-        x0, x1 = min(xs) - 0.5, max(xs) + 0.5
+    d.text((10, 6), "Rate-distortion at equal training budget: PSNR vs bits per image (log2 scale)", fill="black")
+    xs_all = [math.log2(max(r["rate"]["bits_per_image"], 1.0)) for r in pts] or [0.0]
+    x0, x1 = min(xs_all) - 0.4, max(xs_all) + 0.4
+    for j, split in enumerate(splits):
+        here = [r for r in pts if r["split"] == split]
+        ox = j * panel[0]
+        left, top, right, bottom = ox + 55, 40, ox + panel[0] - 15, panel[1] - 45
+        d.rectangle([left, top, right, bottom], outline="black")
+        d.text(((left + right) // 2 - 20, 24), split, fill="black")
+        d.text(((left + right) // 2 - 40, bottom + 24), "bits per image", fill="black")
+        if not here:
+            continue
+        ys = [r["metrics"]["psnr"] for r in here]
         y0, y1 = min(ys) - 0.5, max(ys) + 0.5
         sx = lambda v: left + (v - x0) / (x1 - x0) * (right - left)  # noqa: E731
         sy = lambda v: bottom - (v - y0) / (y1 - y0) * (bottom - top)  # noqa: E731
         for t in range(5):
             xv, yv = x0 + t * (x1 - x0) / 4, y0 + t * (y1 - y0) / 4
-            d.text((sx(xv) - 15, bottom + 8), f"{2 ** xv:.0f}", fill="gray")
-            d.text((8, sy(yv) - 6), f"{yv:.1f}", fill="gray")
-        palette = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
-        for i, ((bits, psnr, label), xv) in enumerate(zip(pts, xs)):
-            c = palette[i % len(palette)]
-            x, y = sx(xv), sy(psnr)
-            d.ellipse([x - 5, y - 5, x + 5, y + 5], fill=c)
-            d.text((x + 8, y - 6), f"{label}: {psnr:.2f} dB", fill=c)
+            d.text((sx(xv) - 12, bottom + 6), f"{2 ** xv:.0f}", fill="gray")
+            d.text((ox + 8, sy(yv) - 6), f"{yv:.1f}", fill="gray")
+            d.line([left, sy(yv), right, sy(yv)], fill="#eeeeee")
+        seen_at: dict[float, int] = {}
+        for r in here:
+            bits = r["rate"]["bits_per_image"]
+            nth = seen_at.get(round(bits), 0)
+            seen_at[round(bits)] = nth + 1
+            x = sx(math.log2(max(bits, 1.0))) + (nth - 1.5) * 7 * (nth > 0)
+            y = sy(r["metrics"]["psnr"])
+            d.ellipse([x - 5, y - 5, x + 5, y + 5], fill=colour[r["variant"]])
+    lx = panel[0] * len(splits) + 10
+    d.text((lx, 40), "variant: PSNR dB (" + ", ".join(splits) + ")", fill="black")
+    for i, v in enumerate(variants):
+        y = 62 + i * 22
+        d.ellipse([lx, y, lx + 10, y + 10], fill=colour[v])
+        values = []
+        for split in splits:
+            match = [r for r in pts if r["variant"] == v and r["split"] == split]
+            values.append(f"{match[0]['metrics']['psnr']:.2f}" if match else "-")
+        bits = next((r["rate"]["bits_per_image"] for r in rows if r["variant"] == v), float("nan"))
+        d.text((lx + 16, y - 1), f"{v}: {' / '.join(values)}  ({bits:.0f} b)", fill=colour[v])
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
 
