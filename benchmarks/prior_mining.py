@@ -112,6 +112,32 @@ def run_in_subprocess(paths: list[str], limit: int | None, mode: str, workers: i
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _python_work(_: int = 0) -> float:
+    """A fixed amount of pure-Python work (dict lookups and string hashing, like the tagger's); its seconds."""
+    start = time.perf_counter()
+    table = {f"feature {i}": i for i in range(50_000)}
+    total = 0
+    for round_ in range(150):
+        for i in range(50_000):
+            total += table.get(f"feature {(i * 7 + round_) % 60_000}", 0)
+    return time.perf_counter() - start
+
+
+def machine_scaling(workers: int) -> dict:
+    """How much faster ``workers`` processes get through ``workers`` units of pure-Python work than one
+    process gets through one unit, scaled: the ceiling any process-parallel Python code can reach here."""
+    from multiprocessing import get_context
+
+    one = min(_python_work() for _ in range(2))
+    with get_context("fork").Pool(workers) as pool:
+        pool.map(_python_work, range(workers))  # warm the workers up
+        start = time.perf_counter()
+        pool.map(_python_work, range(workers))
+        many = time.perf_counter() - start
+    return {"one_process_s": round(one, 3), "workers": workers, "all_workers_s": round(many, 3),
+            "scaling": round(workers * one / many, 3)}
+
+
 def print_table(runs: list[dict], speedup: float, process_speedup: float) -> None:
     print(
         f"{'mode':<10} {'workers':>7} {'captions':>9} {'tagged':>9} {'seconds':>8} {'captions/s':>11} "
@@ -140,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-count", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=1, help="alternate the modes this many times; keep the fastest")
     parser.add_argument("-o", "--output", help="write the figures as JSON here")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="also measure how well pure-Python work scales over the workers on this machine")
     parser.add_argument("--_child", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -156,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(max(1, args.repeats)):
         for mode in MODES:
             all_runs.append(run_in_subprocess(paths, args.limit, mode, args.workers, args.min_count))
+    scaling = machine_scaling(args.workers) if args.calibrate else None
     load_after = os.getloadavg()
     best = {mode: min((r for r in all_runs if r["mode"] == mode), key=lambda r: r["seconds"]) for mode in MODES}
     plain, single, parallel = (best[mode] for mode in MODES)
@@ -168,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     # labelled as such, for machines where other jobs make the wall-clock ratio meaningless.
     idle_estimate = plain["cpu_seconds"] / (parallel["cpu_seconds"] / parallel["workers"])
     print(f"idle-machine estimate from CPU seconds (parallel vs plain): {idle_estimate:.2f}x")
+    if scaling:
+        print(f"machine ceiling: {scaling['workers']} processes do pure-Python work {scaling['scaling']:.2f}x "
+              f"as fast as one ({scaling['one_process_s']:.2f} s per unit alone, {scaling['all_workers_s']:.2f} s "
+              f"for {scaling['workers']} units in parallel)")
 
     identical = len({r["result_hash"] for r in all_runs}) == 1
     if not identical:
@@ -185,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         "meets_target": speedup >= TARGET_SPEEDUP,
         "idle_speedup_estimate_from_cpu_seconds": round(idle_estimate, 3),
         "identical_results": identical,
+        "machine_scaling": scaling,
         "cpu_count": os.cpu_count(),
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in load_after],
