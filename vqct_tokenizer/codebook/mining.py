@@ -29,7 +29,6 @@ summed, and all lists are sorted by (descending count, word).
 
 from __future__ import annotations
 
-import gc
 import multiprocessing
 import os
 import threading
@@ -221,26 +220,18 @@ def _count_parallel(
             start_method = "fork" if "fork" in methods else "spawn"
         if start_method == "fork":
             _warm_up_nltk()
-            # The tagger's model is a few hundred thousand Python objects. Frozen, the workers'
-            # garbage collections skip them instead of walking them (and copying their pages)
-            # over and over.
-            gc.freeze()
         context = multiprocessing.get_context(start_method)
         # WordNet takes seconds to load and is only needed afterwards, by finalize_counts. Loading
         # it in a thread here overlaps that with the tagging instead of adding to the wall time.
         # The thread starts after the pool forks, so no worker inherits a half-loaded WordNet.
-        try:
-            with context.Pool(workers, initializer=_warm_up_nltk) as pool:
-                loader = threading.Thread(target=_load_wordnet, daemon=True)
-                loader.start()
-                # Unordered is fine: summing counts does not depend on the order chunks finish in.
-                for counts, chunk_len in pool.imap_unordered(partial(_count_and_size, count_chunk), chunks):
-                    total.add(counts)
-                    bar.update(chunk_len)
-            loader.join()
-        finally:
-            if start_method == "fork":
-                gc.unfreeze()
+        with context.Pool(workers, initializer=_warm_up_nltk) as pool:
+            loader = threading.Thread(target=_load_wordnet, daemon=True)
+            loader.start()
+            # Unordered is fine: summing counts does not depend on the order chunks finish in.
+            for counts, chunk_len in pool.imap_unordered(partial(_count_and_size, count_chunk), chunks):
+                total.add(counts)
+                bar.update(chunk_len)
+        loader.join()
     bar.close()
     return total
 
