@@ -54,6 +54,9 @@ class VQCTConfig:
     ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4)
     num_res_blocks: int = 2
     attn_resolutions: tuple[int, ...] = (16,)
+    # self-attention in the middle block of encoder and decoder (taming has it). Without it, and with
+    # no attn_resolutions, the network is fully convolutional: cost linear in pixels, any size.
+    mid_attention: bool = True
     z_channels: int = 256
     norm_groups: int = 32
     dropout: float = 0.0
@@ -191,4 +194,6 @@ class VQCTConfig:
         """Short hash of everything that changes token ids (not provenance)."""
         d = self.to_dict()
         d.pop("extra")
+        if d["mid_attention"]:  # the field is newer than the first models: keep their hashes
+            d.pop("mid_attention")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

@@ -70,7 +70,7 @@ def diffusers_vqmodel_config(config: VQCTConfig) -> dict[str, Any]:
         norm_num_groups=config.norm_groups,
         vq_embed_dim=config.embed_channels,
         norm_type="group",
-        mid_block_add_attention=True,
+        mid_block_add_attention=config.mid_attention,
     )
 
 

@@ -47,6 +47,13 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--noun-prompt", default=DEFAULT_NOUN_PROMPT, help=f"default: {DEFAULT_NOUN_PROMPT!r}")
     parser.add_argument("--block-list", metavar="FILE", help="words never to keep, one per line (# comments)")
+    parser.add_argument(
+        "--vocabulary-check",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep a word only if WordNet knows it in that part of speech; drops caption typos "
+        "(default: on; --no-vocabulary-check is the paper's unchecked behaviour)",
+    )
     parser.add_argument("--revision", help="Hub revision (branch, tag or commit) of the text encoder")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -68,5 +75,6 @@ def run(args: argparse.Namespace) -> int:
         block_list=read_block_list(args.block_list) if args.block_list else (),
         revision=args.revision,
         progress=not args.no_progress,
+        vocabulary_check=args.vocabulary_check,
     )
     return 0

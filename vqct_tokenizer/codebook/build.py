@@ -63,6 +63,7 @@ def build_prior(
     revision: str | None = None,
     progress: bool = True,
     verbose: bool = True,
+    vocabulary_check: bool = True,
 ) -> CodebookPrior:
     """Mine ``caption_paths`` and embed the words with ``text_encoder``; save to ``out_dir`` if given.
 
@@ -77,6 +78,7 @@ def build_prior(
         adjective_tags=tuple(adjective_tags),
         noun_tags=tuple(noun_tags),
         block_list=frozenset(w.lower() for w in block_list),
+        vocabulary_check=vocabulary_check,
     )
     # Check the prompts before minutes of mining, not after.
     for prompt in (adjective_prompt, noun_prompt):
@@ -92,6 +94,11 @@ def build_prior(
     mine_done = time.perf_counter()
     _log(verbose, f"mined in {mined.seconds:.1f}s with {mined.workers} worker(s); "
                   f"{mined.tagged_captions:,} distinct of {mined.num_captions:,} captions tagged")
+    if options.vocabulary_check:
+        dropped = mined.candidates["dropped_by_vocabulary_check"]
+        _log(verbose, f"vocabulary check (WordNet) dropped {len(dropped['adjectives'])} adjectives and "
+                      f"{len(dropped['nouns'])} nouns seen more than {options.min_count} times, e.g. "
+                      f"{', '.join((dropped['adjectives'] + dropped['nouns'])[:12])}")
 
     encoder = load_text_encoder(text_encoder, device=device, revision=revision)
     normalize = encoder.info.default_normalize if normalize is None else normalize
@@ -121,6 +128,7 @@ def build_prior(
             "adjective_tags": list(options.adjective_tags),
             "noun_tags": list(options.noun_tags),
             "block_list": sorted(options.block_list),
+            "vocabulary_check": options.vocabulary_check,
             "tokenizer": "nltk.word_tokenize + lowercase",
             "tagger": "nltk.pos_tag (averaged perceptron, eng)",
             "noun_lemmatizer": "WordNetLemmatizer (noun)",

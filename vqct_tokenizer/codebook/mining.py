@@ -93,6 +93,9 @@ class MiningOptions:
     noun_tags: tuple[str, ...] = NOUN_TAGS
     # words never to keep, compared with the lowercased adjective and the lemmatized noun
     block_list: frozenset[str] = frozenset()
+    # keep a word only if WordNet knows it in that part of speech: drops caption typos ("whtie",
+    # "wiht") and tagger debris ("s", "ish"). False is the paper's unchecked behaviour.
+    vocabulary_check: bool = True
 
     def __post_init__(self) -> None:
         if self.min_count < 0:
@@ -274,14 +277,21 @@ def finalize_counts(surface: SurfaceCounts, options: MiningOptions) -> tuple[lis
     for (adjective, noun), count in surface.pairs.items():
         pair_counts[(adjective, lemma_of[noun])] += count
 
-    def keep(counts: Counter) -> list[tuple[str, int]]:
-        return [
-            (word, count)
-            for word, count in _sorted_items(counts)
-            if count > options.min_count and word not in options.block_list
-        ]
+    known = _wordnet_knows() if options.vocabulary_check else (lambda word, pos: True)
+    dropped: dict[str, list[str]] = {"adjectives": [], "nouns": []}
 
-    adjectives, nouns = keep(surface.adjectives), keep(noun_counts)
+    def keep(counts: Counter, pos: str, group: str) -> list[tuple[str, int]]:
+        kept = []
+        for word, count in _sorted_items(counts):
+            if count <= options.min_count or word in options.block_list:
+                continue
+            if known(word, pos):
+                kept.append((word, count))
+            else:
+                dropped[group].append(word)
+        return kept
+
+    adjectives, nouns = keep(surface.adjectives, "a", "adjectives"), keep(noun_counts, "n", "nouns")
     kept_adjectives = {word for word, _ in adjectives}
     kept_nouns = {word for word, _ in nouns}
     edges = [
@@ -293,8 +303,16 @@ def finalize_counts(surface: SurfaceCounts, options: MiningOptions) -> tuple[lis
         "adjectives": len(surface.adjectives),
         "nouns": len(noun_counts),
         "pairs": len(pair_counts),
+        "dropped_by_vocabulary_check": dropped,
     }
     return adjectives, nouns, edges, candidates
+
+
+def _wordnet_knows():
+    """(word, pos) -> whether WordNet has a synset for it; adjectives include satellite adjectives."""
+    from nltk.corpus import wordnet
+
+    return lambda word, pos: bool(wordnet.synsets(word, pos=pos))
 
 
 def default_workers() -> int:

@@ -93,10 +93,10 @@ class _Level(nn.Module):
 
 
 class _Mid(nn.Module):
-    def __init__(self, channels: int, groups: int, dropout: float) -> None:
+    def __init__(self, channels: int, groups: int, dropout: float, attention: bool = True) -> None:
         super().__init__()
         self.block_1 = ResnetBlock(channels, channels, groups, dropout)
-        self.attn_1 = AttnBlock(channels, groups)
+        self.attn_1 = AttnBlock(channels, groups) if attention else nn.Identity()
         self.block_2 = ResnetBlock(channels, channels, groups, dropout)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
@@ -125,7 +125,7 @@ class Encoder(nn.Module):
                 level.downsample = Downsample(block_in)
                 res //= 2
             self.down.append(level)
-        self.mid = _Mid(block_in, g, cfg.dropout)
+        self.mid = _Mid(block_in, g, cfg.dropout, cfg.mid_attention)
         self.norm_out = _norm(block_in, g)
         self.conv_out = nn.Conv2d(block_in, cfg.z_channels, 3, padding=1)
 
@@ -148,7 +148,7 @@ class Decoder(nn.Module):
         block_in = ch * cfg.ch_mult[-1]
         res = cfg.latent_size
         self.conv_in = nn.Conv2d(cfg.z_channels, block_in, 3, padding=1)
-        self.mid = _Mid(block_in, g, cfg.dropout)
+        self.mid = _Mid(block_in, g, cfg.dropout, cfg.mid_attention)
         levels = []
         for i in reversed(range(len(cfg.ch_mult))):
             level = _Level()

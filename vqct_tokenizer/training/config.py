@@ -17,7 +17,7 @@ DEFAULTS: dict[str, Any] = {
     # the autoencoder: VQCTConfig fields (num_adjectives/num_nouns come from the prior)
     "model": {
         "resolution": 256, "ch": 128, "ch_mult": [1, 1, 2, 2, 4], "num_res_blocks": 2,
-        "attn_resolutions": [16], "z_channels": 256, "codebook_dim": 256, "k_adjectives": 2,
+        "attn_resolutions": [16], "mid_attention": True, "z_channels": 256, "codebook_dim": 256, "k_adjectives": 2,
         "norm_groups": 32, "dropout": 0.0,
     },
     "codebook": {
@@ -27,8 +27,13 @@ DEFAULTS: dict[str, Any] = {
         "pos": "split",            # split (adjective + noun codebooks) | single (one codebook of all words)
         "word_vectors": "language",  # language (the prior's embeddings) | random (frozen Gaussian, same shape)
         "prior": "default",        # "default" or a prior folder
-        "binary_edges": False,
-        "gcn_dropout": 0.5,
+        "edge_weight": "count",    # count (co-occurrences, the paper) | log (1 + ln count) | binary
+        "adjacency_norm": "row",   # row: D^-1 (A+I) | sym: D^-1/2 (A+I) D^-1/2 (collapses; see training/transfer.py)
+        "center_words": "none",    # none | all | pos: subtract the word vectors' (per part-of-speech) mean
+        # The paper puts dropout 0.5 on the GCN's hidden layer. We default to none: with 0.5, a fresh
+        # network's training-time codebooks move by about half their norm from the eval-mode one that
+        # export ships, and 99% of nearest-code choices change (tests/test_transfer.py).
+        "gcn_dropout": 0.0,
         "num_codes": 1024,         # vq only
     },
     "loss": {
@@ -36,10 +41,10 @@ DEFAULTS: dict[str, Any] = {
         "beta": 0.25, "codebook_weight": 1.0,
         "disc_start": 10000, "disc_weight": 0.8, "disc_layers": 3, "disc_channels": 64,
     },
-    "data": {"train": None, "crop": "resize", "flip": True, "workers": 2},
+    "data": {"train": None, "crop": "resize", "scale": [0.33, 1.0], "flip": True, "workers": 2},
     "optim": {"batch_size": 8, "lr": 7.2e-5, "betas": [0.5, 0.9], "steps": 100000, "grad_clip": 0.0},
     "run": {
-        "out_dir": "runs/vqct", "seed": 0, "precision": "auto", "threads": 0,
+        "out_dir": "runs/vqct", "seed": 0, "precision": "auto", "threads": 0, "channels_last": True,
         "ckpt_every": 1000, "keep": 3, "log_every": 50, "image_every": 1000, "usage_window": 50,
     },
 }
@@ -119,6 +124,9 @@ def validate(cfg: dict[str, Any]) -> None:
         "codebook.transfer": (cb["transfer"], ("gcn", "mlp", "linear")),
         "codebook.pos": (cb["pos"], ("split", "single")),
         "codebook.word_vectors": (cb["word_vectors"], ("language", "random")),
+        "codebook.edge_weight": (cb["edge_weight"], ("count", "log", "binary")),
+        "codebook.adjacency_norm": (cb["adjacency_norm"], ("row", "sym")),
+        "codebook.center_words": (cb["center_words"], ("none", "all", "pos")),
         "loss.recon": (loss["recon"], ("l1", "l2")),
         "loss.perceptual": (loss["perceptual"], ("effnet", "lpips-vgg", "none")),
         "run.precision": (run["precision"], ("auto", "fp32", "bf16", "fp16")),

@@ -18,14 +18,27 @@ from torch.utils.data import Dataset, Sampler
 
 from ..image_io import list_image_paths
 
-class ImageDataset(Dataset):
-    """Yields (3, R, R) float tensors in [-1, 1]. ``crop``: resize | center | random."""
+CROPS = ("resize", "center", "random", "random_resized")
 
-    def __init__(self, source: str | Path, resolution: int, crop: str = "resize", flip: bool = True) -> None:
-        if crop not in ("resize", "center", "random"):
-            raise ValueError(f"data.crop must be resize, center or random, got {crop!r}")
+
+class ImageDataset(Dataset):
+    """Yields (3, R, R) float tensors in [-1, 1].
+
+    ``crop``: ``resize`` (stretch the whole image), ``center`` / ``random`` (short side to R, then an
+    R×R crop), or ``random_resized``: a square of side s·(short side), s uniform in ``scale``, at a
+    random position, resized to R (never upsampled: the side is at least R). A fully convolutional
+    model trained on such crops sees objects at many scales and encodes any image size natively.
+    """
+
+    def __init__(self, source: str | Path, resolution: int, crop: str = "resize", flip: bool = True,
+                 scale: tuple[float, float] = (0.33, 1.0)) -> None:
+        if crop not in CROPS:
+            raise ValueError(f"data.crop must be one of {CROPS}, got {crop!r}")
+        lo, hi = float(scale[0]), float(scale[1])
+        if not 0.0 < lo <= hi <= 1.0:
+            raise ValueError(f"data.scale must be [lo, hi] with 0 < lo <= hi <= 1, got {list(scale)}")
         self.files = list_image_paths(source)
-        self.resolution, self.crop, self.flip = resolution, crop, flip
+        self.resolution, self.crop, self.flip, self.scale = resolution, crop, flip, (lo, hi)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -35,9 +48,17 @@ class ImageDataset(Dataset):
         rng = random.Random(aug_seed)
         r = self.resolution
         with Image.open(self.files[index]) as img:
-            img.draft("RGB", (r, r))  # JPEG: decode at reduced scale directly, much faster
+            if self.crop != "random_resized":  # a crop at native scale needs every pixel
+                img.draft("RGB", (r, r))  # JPEG: decode at reduced scale directly, much faster
             img = img.convert("RGB")
-        if self.crop == "resize":
+        if self.crop == "random_resized":
+            short = min(img.size)
+            side = min(short, max(r, round(rng.uniform(*self.scale) * short)))
+            left, top = rng.randint(0, img.width - side), rng.randint(0, img.height - side)
+            img = img.crop((left, top, left + side, top + side))
+            if side != r:  # (an image smaller than R is upsampled: the only case that does)
+                img = img.resize((r, r), Image.BICUBIC)
+        elif self.crop == "resize":
             img = img.resize((r, r), Image.BICUBIC)
         else:
             s = r / min(img.size)

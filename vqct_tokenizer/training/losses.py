@@ -6,15 +6,20 @@ import torch
 import torch.nn.functional as F
 
 
-def quantization_loss(z: torch.Tensor, z_q: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """VQ-VAE loss: ||sg[z] - z_q||² (moves the codebook) + beta·||z - sg[z_q]||² (commits the encoder).
+def quantization_loss(z: torch.Tensor, z_q: torch.Tensor, beta: float,
+                      num_groups: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """VQ-VAE loss per code group, summed over groups: ||sg[z] - z_q||² (moves the codebook) +
+    beta·||z - sg[z_q]||² (commits the encoder), each a mean over the group's D channels.
 
-    Beta weighs the commitment term, as in van den Oord et al.; taming's "legacy" form, which the
-    official VQCT code inherits, puts it on the codebook term instead.
-    Returns (total, codebook_term, commitment_term).
+    Per group the codebook term weighs 1 and the commitment term beta, as in van den Oord et al. and
+    the official VQCT code, which sums one VQ loss per half. (A single mean over both halves' 2·D
+    channels would halve both.) taming's "legacy" form, which the official code inherits, puts beta on
+    the codebook term instead; we use the correct form (docs/METHOD.md).
+    ``z`` and ``z_q`` are (B, G·D, h, w) with G = ``num_groups``.
+    Returns (total, codebook_term, commitment_term), the two terms already summed over groups.
     """
-    codebook = F.mse_loss(z_q.float(), z.detach().float())
-    commitment = F.mse_loss(z.float(), z_q.detach().float())
+    codebook = F.mse_loss(z_q.float(), z.detach().float()) * num_groups
+    commitment = F.mse_loss(z.float(), z_q.detach().float()) * num_groups
     return codebook + beta * commitment, codebook, commitment
 
 

@@ -12,7 +12,7 @@ from torch import nn
 from ..config import VQCTConfig
 from ..models import VQAutoencoder
 from .losses import quantization_loss, straight_through
-from .transfer import CodebookTransfer, LearnedCodebook, normalized_adjacency
+from .transfer import CodebookTransfer, LearnedCodebook, normalized_adjacency, prepare_word_vectors
 
 
 @dataclass
@@ -42,7 +42,7 @@ class VQCTTrainModel(nn.Module):
         codebook = self.codebook()
         z = ae.encode_latent(x)                      # (B, G·D, h, w)
         z_q, ids = ae.quantizer(z, codebook)         # z_q differentiable w.r.t. the codebook only
-        q_loss, cb_loss, commit = quantization_loss(z, z_q, self.beta)
+        q_loss, cb_loss, commit = quantization_loss(z, z_q, self.beta, len(ae.quantizer.groups))
         rec = ae.decode_latent(straight_through(z, z_q))
         return ForwardOutput(rec, ids, q_loss, cb_loss, commit)
 
@@ -52,9 +52,16 @@ class VQCTTrainModel(nn.Module):
 
 
 def resolve_prior_dir(cfg: dict[str, Any]) -> Path:
+    """``codebook.prior``: "default", the name of a prior shipped in codebook/priors/, or a folder."""
     from ..codebook.prior import default_prior_path
 
-    return default_prior_path() if cfg["codebook"]["prior"] == "default" else Path(cfg["codebook"]["prior"])
+    name = cfg["codebook"]["prior"]
+    if name == "default":
+        return default_prior_path()
+    shipped = default_prior_path().parent / name
+    if "/" not in name and "\\" not in name and shipped.is_dir() and not Path(name).is_dir():
+        return shipped
+    return Path(name)
 
 
 def build_model(cfg: dict[str, Any], prior_dir: str | Path | None = None) -> VQCTTrainModel:
@@ -64,8 +71,9 @@ def build_model(cfg: dict[str, Any], prior_dir: str | Path | None = None) -> VQC
     """
     cb, m = cfg["codebook"], cfg["model"]
     arch = {k: m[k] for k in ("resolution", "ch", "ch_mult", "num_res_blocks", "attn_resolutions",
-                              "z_channels", "codebook_dim", "norm_groups", "dropout")}
-    provenance = {"training": {k: cb[k] for k in ("quantizer", "source", "transfer", "pos", "word_vectors")}}
+                              "mid_attention", "z_channels", "codebook_dim", "norm_groups", "dropout")}
+    provenance = {"training": {k: cb[k] for k in ("quantizer", "source", "transfer", "pos", "word_vectors",
+                                                  "edge_weight", "adjacency_norm", "center_words")}}
     if cb["quantizer"] == "vq":
         config = VQCTConfig(**arch, quantizer="vq", num_codes=int(cb["num_codes"]), extra=provenance)
         return VQCTTrainModel(config, LearnedCodebook(config.num_codes, config.codebook_dim), None, cfg["loss"]["beta"])
@@ -86,9 +94,10 @@ def build_model(cfg: dict[str, Any], prior_dir: str | Path | None = None) -> VQC
         g = torch.Generator().manual_seed(int(cfg["run"]["seed"]) + 12345)
         rand = torch.randn(words.shape, generator=g)
         words = rand * (words.norm(dim=1).mean() / rand.norm(dim=1).mean())
+    words = prepare_word_vectors(words, cb["center_words"], a)
     adjacency = None
     if cb["transfer"] == "gcn":
-        adjacency = normalized_adjacency(prior.edge_index(), prior.edge_weight(), a, n, binary=bool(cb["binary_edges"]))
+        adjacency = normalized_adjacency(prior.edge_index(), prior.edge_weight(), a, n, cb["edge_weight"], cb["adjacency_norm"])
     source = CodebookTransfer(words, config.codebook_dim, cb["transfer"], adjacency, float(cb["gcn_dropout"]))
     vocab = prior.vocab()
     return VQCTTrainModel(config, source, vocab, cfg["loss"]["beta"])

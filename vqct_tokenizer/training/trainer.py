@@ -85,9 +85,11 @@ def train(cfg: dict[str, Any], resume: bool = False, max_steps: int | None = Non
     opt_g = torch.optim.Adam(model.parameters(), lr=optim_cfg["lr"], betas=tuple(optim_cfg["betas"]))
     opt_d = torch.optim.Adam(disc.parameters(), lr=optim_cfg["lr"], betas=tuple(optim_cfg["betas"]))
 
-    precision = run["precision"]
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    precision = resolve_precision(run["precision"], device)
+    memory_format = torch.channels_last if run["channels_last"] else torch.contiguous_format
+    for net in (model, disc, perceptual):
+        if net is not None:
+            net.to(memory_format=memory_format)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
@@ -95,7 +97,8 @@ def train(cfg: dict[str, Any], resume: bool = False, max_steps: int | None = Non
         return torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
 
     # ------------------------------------------------------------------ data
-    dataset = ImageDataset(cfg["data"]["train"], cfg["model"]["resolution"], cfg["data"]["crop"], cfg["data"]["flip"])
+    dataset = ImageDataset(cfg["data"]["train"], cfg["model"]["resolution"], cfg["data"]["crop"], cfg["data"]["flip"],
+                           tuple(cfg["data"]["scale"]))
     sampler = ResumableSampler(len(dataset), run["seed"], rank, world)
     steps_per_epoch = sampler.per_rank // local_batch  # drop the ragged last batch
     if steps_per_epoch == 0:
@@ -130,6 +133,12 @@ def train(cfg: dict[str, Any], resume: bool = False, max_steps: int | None = Non
 
     if is_main:
         (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+        n_params = sum(p.numel() for p in model.parameters())
+        print(f"vqct train: {out} | device {device} x{world} | torch threads {torch.get_num_threads()} | "
+              f"precision {precision} | channels_last {bool(run['channels_last'])} | batch {optim_cfg['batch_size']} | "
+              f"{len(dataset)} images, crop {cfg['data']['crop']} {cfg['model']['resolution']}px | "
+              f"{n_params / 1e6:.2f} M trainable | codebook {cfg['codebook']['quantizer']}/{cfg['codebook']['source']}"
+              f"/{cfg['codebook']['transfer']} | step {step} of {int(optim_cfg['steps'])}", flush=True)
     log = _Logger(out, is_main)
     usage = UsageWindow(model.config, run["usage_window"])
     total_steps = int(optim_cfg["steps"]) if max_steps is None else min(int(optim_cfg["steps"]), step + int(max_steps))
@@ -152,7 +161,7 @@ def train(cfg: dict[str, Any], resume: bool = False, max_steps: int | None = Non
         for x in loader:
             if step >= total_steps or step // steps_per_epoch != epoch:
                 break
-            x = x.to(device, non_blocking=True)
+            x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
             gan_on = step >= loss_cfg["disc_start"] and loss_cfg["disc_weight"] > 0
 
             # ---------------- generator step: autoencoder + codebook transfer
@@ -219,6 +228,26 @@ def train(cfg: dict[str, Any], resume: bool = False, max_steps: int | None = Non
     bar.close()
     log.close()
     return out
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto``: bf16 autocast where the hardware has bf16 matrix units (CUDA with bf16; CPUs with
+    AMX-BF16 or AVX512-BF16, where oneDNN runs bf16 convolutions faster than fp32), else fp32."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu" and cpu_has_fast_bf16():
+        return "bf16"
+    return "fp32"
+
+
+def cpu_has_fast_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " amx_bf16" in flags or " avx512_bf16" in flags
 
 
 def _keep_prior_copy(cfg: dict[str, Any], out: Path, is_main: bool, world: int) -> Path | None:

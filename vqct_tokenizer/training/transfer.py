@@ -4,6 +4,18 @@
   2-layer GCN over the adjective-noun graph (or an MLP / a linear map, as ablations) to give the
   (A+N)×D codebook. Recomputed every training step; computed once, in eval mode, at export.
 * ``LearnedCodebook``: a plain VQGAN codebook learned from scratch (the baselines).
+
+The transfer network always runs in float32 with autocast off: it is tiny (a few sparse products
+over ~2k nodes), and bf16 sparse products have no CPU kernel for their backward.
+
+Why the codebook used to collapse onto one direction (benchmarks/prior_geometry.py measures it):
+the old second layer computed Â·(H W + b), so its bias was scaled by the row sums of Â, which vary
+with node degree; and with the symmetric normalisation D^-1/2 (A+I) D^-1/2 any component shared by
+all rows (the ReLU outputs' mean, the prompts' common direction) is scaled by a degree-dependent
+factor too. One degree-driven direction then dominated every code. The fix: the GCN layer as Kipf &
+Welling define it (Â H W + b, Glorot weights, zero bias) over the row-normalised adjacency
+D^-1 (A+I), which maps a shared component to itself. Edge weighting, the normalisation and
+word-vector centring are options (``codebook.edge_weight``, ``.adjacency_norm``, ``.center_words``).
 """
 
 from __future__ import annotations
@@ -12,30 +24,93 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+EDGE_WEIGHTS = ("count", "log", "binary")
+ADJACENCY_NORMS = ("row", "sym")
+CENTERINGS = ("none", "all", "pos")
+
+
+def edge_values(counts: torch.Tensor, kind: str) -> torch.Tensor:
+    """Edge weights from co-occurrence counts: raw ``count``, ``log`` (1 + ln count) or ``binary``."""
+    counts = counts.float()
+    if kind == "count":
+        return counts
+    if kind == "log":
+        return 1.0 + counts.clamp_min(1.0).log()
+    if kind == "binary":
+        return torch.ones_like(counts)
+    raise ValueError(f"edge weight must be one of {EDGE_WEIGHTS}, got {kind!r}")
+
 
 def normalized_adjacency(edge_index: torch.Tensor, edge_weight: torch.Tensor, num_adjectives: int,
-                         num_nouns: int, binary: bool = False) -> torch.Tensor:
-    """Sparse D^-1/2 (A + I) D^-1/2 over A+N nodes; adjective i is node i, noun j is node A+j.
+                         num_nouns: int, kind: str = "count", norm: str = "row") -> torch.Tensor:
+    """Sparse normalised (A + I) over A+N nodes; adjective i is node i, noun j is node A+j.
 
-    Edges are made undirected; weights are the co-occurrence counts (1 with ``binary``).
+    Edges are made undirected; ``kind`` turns co-occurrence counts into weights (see ``edge_values``).
+    ``norm="row"`` gives D^-1 (A + I), a weighted mean over each word's neighbourhood; ``"sym"`` gives
+    Kipf & Welling's D^-1/2 (A + I) D^-1/2. With "sym" the rows sum to sqrt-degree-dependent values, so
+    any component shared by all words (ReLU outputs' mean, the prompt's common direction) comes out
+    scaled by node degree: fresh codebooks then lie along one degree-driven direction (participation
+    ratio 1.3 of 64 on the shipped prior, against 11.6 with "row"; benchmarks/prior_geometry.py).
     """
+    if norm not in ADJACENCY_NORMS:
+        raise ValueError(f"adjacency norm must be one of {ADJACENCY_NORMS}, got {norm!r}")
     n = num_adjectives + num_nouns
     src = edge_index[:, 0]
     dst = edge_index[:, 1] + num_adjectives
-    w = torch.ones_like(edge_weight, dtype=torch.float32) if binary else edge_weight.float()
+    w = edge_values(edge_weight, kind)
     loops = torch.arange(n)
     rows = torch.cat([src, dst, loops])
     cols = torch.cat([dst, src, loops])
     vals = torch.cat([w, w, torch.ones(n)])
     adj = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (n, n), check_invariants=True).coalesce()
-    deg = torch.sparse.sum(adj, dim=1).to_dense()
-    inv_sqrt = deg.clamp_min(1e-12).rsqrt()
+    deg = torch.sparse.sum(adj, dim=1).to_dense().clamp_min(1e-12)
     r, c = adj.indices()
-    return torch.sparse_coo_tensor(adj.indices(), adj.values() * inv_sqrt[r] * inv_sqrt[c], (n, n), check_invariants=True).coalesce()
+    scale = 1.0 / deg[r] if norm == "row" else deg[r].rsqrt() * deg[c].rsqrt()
+    return torch.sparse_coo_tensor(adj.indices(), adj.values() * scale, (n, n), check_invariants=True).coalesce()
+
+
+def prepare_word_vectors(words: torch.Tensor, center: str = "none", num_adjectives: int = 0) -> torch.Tensor:
+    """Frozen word vectors as the transfer network sees them.
+
+    ``center``: ``none`` (as the prior stores them), ``all`` (subtract the mean word vector) or ``pos``
+    (subtract the adjectives' mean from adjectives and the nouns' mean from nouns: the two prompts
+    differ, so each part of speech has its own shared component). Centred vectors are rescaled so the
+    mean row norm is unchanged.
+    """
+    if center not in CENTERINGS:
+        raise ValueError(f"word-vector centring must be one of {CENTERINGS}, got {center!r}")
+    words = words.float()
+    if center == "none":
+        return words.clone()
+    if center == "all":
+        centred = words - words.mean(dim=0, keepdim=True)
+    else:
+        a = num_adjectives
+        centred = torch.cat([words[:a] - words[:a].mean(dim=0, keepdim=True),
+                             words[a:] - words[a:].mean(dim=0, keepdim=True)])
+    return centred * (words.norm(dim=1).mean() / centred.norm(dim=1).mean().clamp_min(1e-12))
+
+
+class GraphConv(nn.Module):
+    """One GCN layer, Â H W + b (Kipf & Welling 2017): Glorot-uniform W, zero bias added after propagation."""
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(in_dim, out_dim))
+        self.bias = nn.Parameter(torch.zeros(out_dim))
+        nn.init.xavier_uniform_(self.weight)
+
+    def forward(self, h: torch.Tensor, adjacency: torch.Tensor) -> torch.Tensor:
+        return torch.sparse.mm(adjacency, h @ self.weight) + self.bias
 
 
 class CodebookTransfer(nn.Module):
-    """Frozen word vectors (V, E) -> visual codebook (V, D) through ``gcn`` | ``mlp`` | ``linear``."""
+    """Frozen word vectors (V, E) -> visual codebook (V, D) through ``gcn`` | ``mlp`` | ``linear``.
+
+    Dropout (``dropout``) applies to the GCN's hidden layer only, as in the paper. The MLP has none,
+    as in the official code: with dropout 0.5 an MLP's eval-mode codebook is far from every codebook
+    it trained with, so the exported model would decode codes its decoder never saw.
+    """
 
     def __init__(self, word_vectors: torch.Tensor, dim: int, kind: str = "gcn",
                  adjacency: torch.Tensor | None = None, dropout: float = 0.5) -> None:
@@ -53,27 +128,28 @@ class CodebookTransfer(nn.Module):
             self.register_buffer("adj_rows", adjacency.indices()[0].clone(), persistent=False)
             self.register_buffer("adj_cols", adjacency.indices()[1].clone(), persistent=False)
             self.register_buffer("adj_vals", adjacency.values().float().clone(), persistent=False)
-            # Â·X never changes (X is frozen), so the first propagation is done once here.
-            self.register_buffer("propagated", self.propagate(self.word_vectors), persistent=False)
-        self.fc1 = nn.Linear(e, dim)
-        self.fc2 = nn.Linear(dim, dim) if kind != "linear" else None
-        self.dropout = dropout
+            self.layer1, self.layer2 = GraphConv(e, dim), GraphConv(dim, dim)
+            self.dropout = dropout
+        elif kind == "mlp":
+            self.fc1, self.fc2 = nn.Linear(e, dim), nn.Linear(dim, dim)
+        else:
+            self.fc1 = nn.Linear(e, dim)
 
     def forward(self) -> torch.Tensor:
-        if self.kind == "linear":
-            return self.fc1(self.word_vectors)
-        if self.kind == "mlp":
-            h = F.dropout(F.relu(self.fc1(self.word_vectors)), self.dropout, self.training)
-            return self.fc2(h)
-        h = F.dropout(F.relu(self.fc1(self.propagated)), self.dropout, self.training)  # Â X W1
-        return self.propagate(self.fc2(h))  # Â H W2
+        with torch.autocast(device_type=self.word_vectors.device.type, enabled=False):
+            x = self.word_vectors
+            if self.kind == "linear":
+                return self.fc1(x)
+            if self.kind == "mlp":
+                return self.fc2(F.relu(self.fc1(x)))
+            adj = self.adjacency()
+            h = F.dropout(F.relu(self.layer1(x, adj)), self.dropout, self.training)  # (V, D)
+            return self.layer2(h, adj)                                               # (V, D)
 
-    def propagate(self, h: torch.Tensor) -> torch.Tensor:
-        """Â @ h for the sparse normalised adjacency, (V, C) -> (V, C)."""
+    def adjacency(self) -> torch.Tensor:
         n = self.word_vectors.shape[0]
-        adj = torch.sparse_coo_tensor(torch.stack([self.adj_rows, self.adj_cols]), self.adj_vals, (n, n),
-                                      is_coalesced=True, check_invariants=False)
-        return torch.sparse.mm(adj, h.float())
+        return torch.sparse_coo_tensor(torch.stack([self.adj_rows, self.adj_cols]), self.adj_vals, (n, n),
+                                       is_coalesced=True, check_invariants=False)
 
 
 class LearnedCodebook(nn.Module):
@@ -85,3 +161,26 @@ class LearnedCodebook(nn.Module):
 
     def forward(self) -> torch.Tensor:
         return self.weight
+
+
+def participation_ratio(codes: torch.Tensor) -> float:
+    """(Σλ)² / Σλ² over the covariance eigenvalues of the rows: 1 when every code lies on one line,
+    D when the variance spreads evenly over D directions."""
+    x = codes.detach().double()
+    x = x - x.mean(dim=0, keepdim=True)
+    eig = torch.linalg.svdvals(x).pow(2)
+    total = eig.sum().item()
+    return 0.0 if total == 0 else total ** 2 / eig.pow(2).sum().item()
+
+
+def top_component_share(codes: torch.Tensor) -> float:
+    """Share of the rows' variance along their first principal component."""
+    x = codes.detach().double()
+    x = x - x.mean(dim=0, keepdim=True)
+    eig = torch.linalg.svdvals(x).pow(2)
+    return 0.0 if eig.sum() == 0 else (eig[0] / eig.sum()).item()
+
+
+__all__ = ["CodebookTransfer", "LearnedCodebook", "GraphConv", "normalized_adjacency", "edge_values",
+           "prepare_word_vectors", "participation_ratio", "top_component_share", "EDGE_WEIGHTS",
+           "ADJACENCY_NORMS", "CENTERINGS"]
