@@ -95,7 +95,22 @@ def test_sample_words_counts_edges(nltk_ready):
     assert pairs(result.nouns, result.noun_counts) == SAMPLE_NOUNS
     assert result.edges == SAMPLE_EDGES
     assert result.num_captions == len(SAMPLE)
-    assert result.candidates == {"adjectives": 7, "nouns": 8, "pairs": 5}
+    assert result.candidates == {"adjectives": 7, "nouns": 8, "pairs": 5,
+                                 "dropped_by_vocabulary_check": {"adjectives": [], "nouns": []}}
+
+
+def test_vocabulary_check_drops_words_wordnet_lacks_in_that_role(nltk_ready):
+    """Caption typos and tagger debris go; the paper's unchecked behaviour keeps them."""
+    captions = ["a whtie bird with a small beak"] * 3 + ["a small bird with a wiht beak"] * 3
+    checked = mine(captions, min_count=0)
+    unchecked = mine(captions, min_count=0, vocabulary_check=False)
+    dropped = checked.candidates["dropped_by_vocabulary_check"]
+    lost = set(unchecked.adjectives + unchecked.nouns) - set(checked.adjectives + checked.nouns)
+    assert lost, "nothing was dropped: the captions hold two typos"
+    assert lost == set(dropped["adjectives"] + dropped["nouns"])
+    assert {"whtie", "wiht"} & lost
+    assert "small" in checked.adjectives and {"bird", "beak"} <= set(checked.nouns)
+    assert all(e[0] in checked.adjectives and e[1] in checked.nouns for e in checked.edges)
 
 
 def test_dual_pos_word_is_two_nodes(nltk_ready):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import subprocess
 import sys
@@ -94,7 +96,7 @@ def test_word_vectors_stay_frozen_and_only_transfer_trains(tiny_prior, image_dir
     cfg = tiny_cfg(tmp_path, tiny_prior, image_dir)
     model = build_model(cfg)
     names = {n for n, _ in model.codebook_source.named_parameters()}
-    assert names == {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}
+    assert names == {"layer1.weight", "layer1.bias", "layer2.weight", "layer2.bias"}
     assert "word_vectors" in dict(model.codebook_source.named_buffers())
 
 
@@ -106,30 +108,130 @@ def test_random_prior_keeps_shape_and_scale_but_not_values(tiny_prior, image_dir
     assert rand.norm(dim=1).mean().item() == pytest.approx(lang.norm(dim=1).mean().item(), rel=1e-4)
 
 
-def test_normalized_adjacency_matches_dense_formula():
-    edge_index = torch.tensor([[0, 0], [0, 1], [1, 1]])
-    weight = torch.tensor([3.0, 1.0, 2.0])
-    adj = normalized_adjacency(edge_index, weight, 2, 2).to_dense()
-    a = torch.eye(4)
+def _dense_graph(edge_index, weight, a, n):
+    dense = torch.eye(a + n)
     for (i, j), w in zip(edge_index.tolist(), weight.tolist()):
-        a[i, 2 + j] = a[2 + j, i] = w
-    d = a.sum(1).rsqrt()
-    assert torch.allclose(adj, d[:, None] * a * d[None, :], atol=1e-6)
-    binary = normalized_adjacency(edge_index, weight, 2, 2, binary=True).to_dense()
-    assert torch.allclose(binary, binary.t()) and not torch.allclose(binary, adj)
+        dense[i, a + j] = dense[a + j, i] = w
+    return dense
 
 
-def test_gcn_transfer_equals_two_dense_layers_and_dropout_only_in_training():
+@pytest.mark.parametrize("kind", ["count", "log", "binary"])
+@pytest.mark.parametrize("norm", ["row", "sym"])
+def test_normalized_adjacency_matches_dense_formula(kind, norm):
+    edge_index = torch.tensor([[0, 0], [0, 1], [1, 1]])
+    counts = torch.tensor([3.0, 1.0, 2.0])
+    weight = {"count": counts, "log": 1 + counts.log(), "binary": torch.ones(3)}[kind]
+    a = _dense_graph(edge_index, weight, 2, 2)
+    d = a.sum(1)
+    expected = a / d[:, None] if norm == "row" else d.rsqrt()[:, None] * a * d.rsqrt()[None, :]
+    adj = normalized_adjacency(edge_index, counts, 2, 2, kind, norm).to_dense()
+    assert torch.allclose(adj, expected, atol=1e-6)
+    if norm == "row":  # a shared component maps to itself: rows are weighted means
+        assert torch.allclose(adj.sum(1), torch.ones(4), atol=1e-6)
+
+
+def test_gcn_transfer_equals_two_dense_layers_with_bias_after_propagation():
     torch.manual_seed(0)
     x = torch.randn(5, 7)
     adj = normalized_adjacency(torch.tensor([[0, 0], [1, 2], [1, 0]]), torch.tensor([1.0, 2.0, 1.0]), 2, 3)
     net = CodebookTransfer(x, 4, "gcn", adj, dropout=0.5).eval()
+    with torch.no_grad():  # non-zero biases, so that where they enter is tested
+        net.layer1.bias.normal_()
+        net.layer2.bias.normal_()
     dense = adj.to_dense()
-    expected = dense @ net.fc2(torch.relu(net.fc1(dense @ x)))
+    l1, l2 = net.layer1, net.layer2
+    expected = dense @ (torch.relu(dense @ (x @ l1.weight) + l1.bias) @ l2.weight) + l2.bias
     assert torch.allclose(net(), expected, atol=1e-5)
     assert torch.equal(net(), net())  # eval: deterministic
     net.train()
     assert not torch.allclose(net(), net())  # train: dropout
+
+
+def test_fresh_gcn_layers_are_glorot_with_zero_bias():
+    torch.manual_seed(0)
+    adj = normalized_adjacency(torch.tensor([[0, 0]]), torch.tensor([1.0]), 1, 1)
+    net = CodebookTransfer(torch.randn(2, 300), 200, "gcn", adj)
+    bound = (6 / (300 + 200)) ** 0.5
+    assert net.layer1.weight.abs().max() <= bound and net.layer1.weight.abs().max() > 0.9 * bound
+    assert torch.count_nonzero(net.layer1.bias) == 0 and torch.count_nonzero(net.layer2.bias) == 0
+
+
+@pytest.mark.parametrize("variant", ["gcn", "mlp", "linear"])
+def test_exported_codebook_is_the_codebook_training_used(variant, tiny_prior, image_dir, tmp_path):
+    """Every transfer variant's default training-time codebook equals the eval-mode one export ships,
+    so the decoder never trains on codes it will not see (the old MLP's dropout broke this)."""
+    extra = [] if variant == "gcn" else [f"codebook.transfer={variant}"]
+    model = build_model(tiny_cfg(tmp_path, tiny_prior, image_dir, "codebook.gcn_dropout=0.0", *extra))
+    model.train()
+    training_codebook = model.codebook().detach()
+    model.eval()
+    assert torch.equal(training_codebook, model.codebook().detach())
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    model.train()
+    ids_train = model.autoencoder.encode_ids(x, model.codebook().detach())
+    assert torch.equal(ids_train, model.encode_ids(x))
+
+
+def test_gcn_dropout_moves_the_training_codebook_away_from_the_exported_one(tiny_prior, image_dir, tmp_path):
+    """Why the default gcn_dropout is 0: with the paper's 0.5 the two codebooks differ."""
+    model = build_model(tiny_cfg(tmp_path, tiny_prior, image_dir, "codebook.gcn_dropout=0.5"))
+    model.eval()
+    exported = model.codebook().detach()
+    model.train()
+    sampled = model.codebook().detach()
+    assert ((sampled - exported).norm(dim=1) / exported.norm(dim=1)).median() > 0.1
+
+
+def _shipped_prior_or_skip():
+    from vqct_tokenizer.codebook.prior import default_prior_path
+
+    path = default_prior_path()
+    if not (path / "prior.json").is_file():
+        pytest.skip("the shipped prior is not in this checkout")
+    return path
+
+
+@pytest.mark.parametrize("prior_name", ["default", "minilm-cub-flowers-coco-flickr8k"])
+def test_fresh_transfer_codebook_is_not_one_dimensional(prior_name, tmp_path):
+    """Participation ratio >= 8 for each part of speech at initialisation, on the real word graphs
+    (the old layer, bias before propagation over D^-1/2 (A+I) D^-1/2, gave 1.0)."""
+    from vqct_tokenizer.training.transfer import participation_ratio
+
+    _shipped_prior_or_skip()
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        cfg = load_config("faces64", [f"codebook.prior={prior_name}", f"run.out_dir={tmp_path}"])
+        model = build_model(cfg).eval()
+        a = model.config.num_adjectives
+        codes = model.codebook().detach()
+        assert participation_ratio(codes[:a]) >= 8, "adjective codes collapse onto few directions"
+        assert participation_ratio(codes[a:]) >= 8, "noun codes collapse onto few directions"
+
+
+def test_symmetric_normalisation_collapses_the_fresh_codebook(tmp_path):
+    """The measured cause, kept as a regression check on the option that reproduces it."""
+    from vqct_tokenizer.training.transfer import participation_ratio
+
+    _shipped_prior_or_skip()
+    torch.manual_seed(0)
+    cfg = load_config("faces64", ["codebook.adjacency_norm=sym", f"run.out_dir={tmp_path}"])
+    model = build_model(cfg).eval()
+    a = model.config.num_adjectives
+    assert participation_ratio(model.codebook().detach()[:a]) < 4
+
+
+@pytest.mark.parametrize("center", ["none", "all", "pos"])
+def test_word_vector_centring_keeps_mean_norm(center):
+    from vqct_tokenizer.training.transfer import prepare_word_vectors
+
+    torch.manual_seed(0)
+    words = torch.randn(10, 6) + 3.0  # a large shared component
+    out = prepare_word_vectors(words, center, num_adjectives=4)
+    assert out.norm(dim=1).mean().item() == pytest.approx(words.norm(dim=1).mean().item(), rel=1e-5)
+    if center == "all":
+        assert out.mean(0).abs().max() < 1e-5
+    if center == "pos":
+        assert out[:4].mean(0).abs().max() < 1e-5 and out[4:].mean(0).abs().max() < 1e-5
 
 
 def test_beta_weighs_the_commitment_term():
@@ -140,6 +242,47 @@ def test_beta_weighs_the_commitment_term():
     # d/dz of 0.25·||z - sg(c)||²/2 (mean over 2) = 0.25·(z - c); d/dc of ||sg(z) - c||²/2 = (c - z)
     assert torch.allclose(z.grad, 0.25 * (z.detach() - codes.detach()))
     assert torch.allclose(codes.grad, codes.detach() - z.detach())
+
+
+def test_vq_loss_is_one_full_vq_loss_per_group():
+    """Two groups (adjective half, noun half) of D channels: the loss is the sum of each half's own
+    mean-squared VQ loss, as the official code computes it; one mean over 2·D channels would halve it."""
+    torch.manual_seed(0)
+    z, zq = torch.randn(2, 8, 3, 3), torch.randn(2, 8, 3, 3)
+    total, cb, commit = quantization_loss(z, zq, beta=0.25, num_groups=2)
+    per_half = [torch.nn.functional.mse_loss(zq[:, s], z[:, s]) for s in (slice(0, 4), slice(4, 8))]
+    assert cb.item() == pytest.approx(sum(per_half).item(), rel=1e-6)
+    assert commit.item() == pytest.approx(sum(per_half).item(), rel=1e-6)
+    assert total.item() == pytest.approx(1.25 * sum(per_half).item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("variant", ["vqct-gcn", "vqgan", "rate-matched", "mlp"])
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_autocast_training_steps_on_cpu(variant, precision, tiny_prior, image_dir, tmp_path):
+    """The GPU's mixed-precision path, run on the CPU: losses stay finite and the transfer network
+    (kept in float32) still gets gradients. bf16 used to fail in the GCN's sparse product backward."""
+    cfg = tiny_cfg(tmp_path, tiny_prior, image_dir, *VARIANTS[variant], f"run.precision={precision}",
+                   "loss.disc_start=0", "optim.steps=3")
+    train(cfg)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all(math.isfinite(r["loss"]) and math.isfinite(r["d"]) for r in rows)
+    model = build_model(cfg)
+    state = load_checkpoint(find_latest(tmp_path))
+    model.load_state_dict(state["model"])
+    torch.manual_seed(0)
+    with torch.autocast("cpu", dtype=torch.bfloat16 if precision == "bf16" else torch.float16):
+        out = model(torch.rand(2, 3, 16, 16) * 2 - 1)
+        loss = out.reconstruction.float().abs().mean() + out.q_loss
+    loss.backward()
+    grads = [p.grad for p in model.codebook_source.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
+    assert model.codebook().dtype == torch.float32
+
+
+def test_trainer_records_precision_and_memory_format(tiny_prior, image_dir, tmp_path, capsys):
+    train(tiny_cfg(tmp_path, tiny_prior, image_dir, "run.precision=bf16", "run.channels_last=true", "optim.steps=1"))
+    header = capsys.readouterr().out
+    assert "precision bf16" in header and "channels_last True" in header and "torch threads 1" in header
 
 
 def test_adaptive_weight_is_ratio_of_gradient_norms():
