@@ -380,3 +380,38 @@ def test_compare_variants_reuses_only_matching_reports(tmp_path: Path) -> None:
     assert compare.reusable_report(job[:5] + (1,), None) is None  # another stride
     report_path.write_text("{not json")
     assert compare.reusable_report(job, None) is None
+
+
+# ----------------------------------------------------------------------------- JPEG anchor
+def _photo_like(seed: int, size: int = 64) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    low = torch.nn.functional.interpolate(torch.rand(1, 3, 8, 8, generator=g), size=size, mode="bicubic")
+    return (low + 0.05 * torch.rand(1, 3, size, size, generator=g)).clamp(0, 1)[0]
+
+
+@pytest.mark.parametrize("bits_per_pixel", [0.3, 1.0, 3.0])
+def test_jpeg_anchor_fits_the_budget_and_spends_more_bits_for_more_quality(bits_per_pixel: float) -> None:
+    from vqct_tokenizer.evaluation.jpeg_anchor import jpeg_at_budget, jpeg_bytes, to_pil
+
+    img = to_pil(_photo_like(0))
+    budget = bits_per_pixel * 64 * 64
+    decoded, quality, bits = jpeg_at_budget(img, budget)
+    assert decoded.size == img.size
+    if quality > 1:
+        assert bits <= budget
+        if quality < 95:  # the next quality up does not fit: it is the highest that does
+            assert len(jpeg_bytes(img, quality + 1)) * 8 > budget
+    richer = jpeg_at_budget(img, budget * 2)
+    assert richer[1] >= quality
+
+
+def test_eval_reports_jpeg_at_the_tokenizers_bits(tiny_tokenizer: VQCTTokenizer, image_dir: Path, tmp_path: Path) -> None:
+    report = evaluate(tiny_tokenizer, image_dir, batch_size=2, device="cpu", external=False, compute_fd=False,
+                      progress=False, jpeg_anchor=True)
+    j = report["jpeg_anchor"]
+    assert j["images"] == report["data"]["count"] == 5
+    assert j["budget_bits_per_image"] == pytest.approx(report["rate"]["bits_per_image"])
+    assert j["jpeg_bits_per_image"] <= j["budget_bits_per_image"] or j["over_budget"] > 0
+    assert set(j["metrics"]) >= {"psnr", "ssim", "ms_ssim", "fd_effnet_l0"}
+    # a random tiny tokenizer reconstructs noise; JPEG at the same bits does far better
+    assert j["metrics"]["psnr"] > report["metrics"]["psnr"]

@@ -499,10 +499,12 @@ def test_vocab_of_wrong_length_in_the_constructor():
         VQCTTokenizer(make_tokenizer().config, vocab=["word"] * 3)
 
 
-def test_missing_vocab_falls_back_to_placeholders(model_dir, tmp_path):
+def test_missing_vocab_is_an_error_unless_allowed(model_dir, tmp_path):
     folder = _copy_model(model_dir, tmp_path / "m")
     (folder / "vocab.json").unlink()
-    tok = VQCTTokenizer.from_pretrained(folder)
+    with pytest.raises(ConfigError, match="has no vocab.json.*placeholder words.*allow_missing_vocab=True"):
+        VQCTTokenizer.from_pretrained(folder)
+    tok = VQCTTokenizer.from_pretrained(folder, allow_missing_vocab=True)
     assert tok.vocab[0] == "adj0" and tok.vocab[A] == "noun0"
 
 
@@ -551,9 +553,11 @@ def test_hub_repo_id_loads_offline_from_the_cache(model_dir, tok, tmp_path, offl
     assert snapshot.is_dir()
 
 
-def test_hub_cache_without_vocab_uses_placeholders(model_dir, tmp_path, offline):
+def test_hub_cache_without_vocab_needs_allow_missing_vocab(model_dir, tmp_path, offline):
     make_hub_cache(tmp_path / "hub", "vqct-test/novocab", model_dir, files=("config.json", "model.safetensors"))
-    loaded = VQCTTokenizer.from_pretrained("vqct-test/novocab", cache_dir=tmp_path / "hub")
+    with pytest.raises(ConfigError, match="'vqct-test/novocab' has no vocab.json"):
+        VQCTTokenizer.from_pretrained("vqct-test/novocab", cache_dir=tmp_path / "hub")
+    loaded = VQCTTokenizer.from_pretrained("vqct-test/novocab", cache_dir=tmp_path / "hub", allow_missing_vocab=True)
     assert loaded.vocab[0] == "adj0"
 
 

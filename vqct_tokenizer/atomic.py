@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -29,7 +30,25 @@ def atomic_write(target: str | os.PathLike, write: Callable[[str], None]) -> Non
             os.unlink(tmp)
 
 
+_UMASK_LOCK = threading.Lock()
+
+
 def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
+    """The process umask, read without changing it where possible.
+
+    os.umask can only be read by setting it: between the two calls every thread of the process
+    would create files with umask 0 (world-writable). Linux shows it in /proc/self/status (since
+    4.7), which is safe to read from any thread; elsewhere fall back to the set-and-restore dance,
+    under a lock so at least our own concurrent writes never see each other's temporary 0.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o077)  # the most restrictive value while we read: never world-writable files
+        os.umask(mask)
     return mask

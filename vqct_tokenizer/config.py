@@ -71,6 +71,11 @@ class VQCTConfig:
     # pos="single" ablation: both halves search the whole (A+N) codebook.
     shared_codebook: bool = False
     num_codes: int = 0
+    # Cosine lookup: l2-normalise each group's latent and every code before the nearest-code search,
+    # so codes are chosen by angle, not by norm (ViT-VQGAN's "l2-normalised codes"). The quantized
+    # latent is then the (mean of the) unit-norm code(s). A small codebook_dim makes this the
+    # "low-dimensional lookup": quant_conv already projects z_channels -> G·codebook_dim.
+    normalize_codes: bool = False
     # --- preprocessing (what an image processor would hold) ---
     resize_mode: str = "center_crop"
     resample: str = "bicubic"
@@ -139,6 +144,7 @@ class VQCTConfig:
         for c in {self.ch * m for m in (1, *self.ch_mult)}:
             need(c % self.norm_groups == 0, f"channel width {c} is not divisible by norm_groups {self.norm_groups}")
         need(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+        need(isinstance(self.normalize_codes, bool), f"normalize_codes must be true or false, got {self.normalize_codes!r}")
         if self.quantizer == "vq":
             need(1 <= self.num_codes <= 10_000_000, f"vq needs num_codes in [1, 1e7], got {self.num_codes}")
         else:
@@ -196,4 +202,6 @@ class VQCTConfig:
         d.pop("extra")
         if d["mid_attention"]:  # the field is newer than the first models: keep their hashes
             d.pop("mid_attention")
+        if not d["normalize_codes"]:  # newer still: models without cosine lookup keep their hashes
+            d.pop("normalize_codes")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

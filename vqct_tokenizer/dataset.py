@@ -490,8 +490,10 @@ class TokenDataset:
         manifest = _read_json(path)
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
             raise ValueError(f"{path} is not a {FORMAT_NAME} manifest")
-        if manifest.get("version", FORMAT_VERSION) > FORMAT_VERSION:
-            raise ValueError(f"{path} has format version {manifest['version']}; upgrade vqct-tokenizer to read it")
+        version = manifest.get("version", FORMAT_VERSION)
+        if not _is_int(version) or version > FORMAT_VERSION:
+            raise ValueError(f"{path} has format version {version!r}; upgrade vqct-tokenizer to read it")
+        _check_manifest(manifest, path)
         self.manifest = manifest
         self.layout: dict[str, Any] = manifest["layout"]
         self.model: str = manifest["model"]
@@ -504,7 +506,8 @@ class TokenDataset:
             self._by_path.setdefault(entry["path"], i)  # a path listed twice: the first occurrence
         for name in manifest["shards"]:
             if not (self.out_dir / name).is_file():
-                raise FileNotFoundError(f"{self.out_dir / name} listed in the manifest is missing")
+                raise FileNotFoundError(f"{self.out_dir / name} listed in the manifest is missing; rerun the same "
+                                        "encode-dataset command into this folder to encode that shard again")
         self._rows = Counter(entry["shard"] for entry in self.images)  # encoded images per shard
         self._cache: tuple[int, dict[str, np.ndarray]] | None = None
 
@@ -592,6 +595,60 @@ class TokenDataset:
         data = _read_shard(path, self.layout, self._rows[shard])
         self._cache = (shard, data)
         return data
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_manifest(manifest: dict[str, Any], path: Path) -> None:
+    """Check every name, index and size the reader will use, so a hostile or damaged manifest is a
+    clear ValueError here, not a read outside the folder or a silently wrong shard later.
+
+    Shard names must be plain file names (no folders, "..", or absolute paths: they are joined to
+    the output folder), and an image's shard must be an index into them: a negative one would wrap
+    around to another shard in Python.
+    """
+    def bad(what: str) -> ValueError:
+        return ValueError(f"{path}: {what}; the manifest is damaged (rerun encode-dataset into a new folder)")
+
+    for key, kind in (("layout", dict), ("shards", list), ("images", list), ("failures", list),
+                      ("model", str), ("config_hash", str), ("source_root", str)):
+        if not isinstance(manifest.get(key), kind):
+            raise bad(f"'{key}' must be a {kind.__name__}")
+    shards = manifest["shards"]
+    for name in shards:
+        if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "/" in name \
+                or "\\" in name or "\0" in name or Path(name).is_absolute():
+            raise bad(f"shard name {name!r} is not a plain file name inside the output folder")
+    layout = manifest["layout"]
+    grid = layout.get("grid")
+    if not _is_int(layout.get("tokens_per_cell")) or layout["tokens_per_cell"] < 1:
+        raise bad("layout.tokens_per_cell must be a positive integer")
+    if grid is not None and not (isinstance(grid, list) and len(grid) == 2 and all(_is_int(g) and g > 0 for g in grid)):
+        raise bad(f"layout.grid must be null or [rows, columns], got {grid!r}")
+    groups = layout.get("groups")
+    if not isinstance(groups, list) or not groups or not all(
+            isinstance(g, dict) and isinstance(g.get("name"), str) and _is_int(g.get("k")) and g["k"] > 0
+            and isinstance(g.get("id_range"), list) and len(g["id_range"]) == 2 and all(map(_is_int, g["id_range"]))
+            for g in groups):
+        raise bad("layout.groups must be a list of {name, k, id_range}")
+    if sum(g["k"] for g in groups) != layout["tokens_per_cell"]:
+        raise bad("layout.groups do not add up to tokens_per_cell")
+    for i, entry in enumerate(manifest["images"]):
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+            raise bad(f"images[{i}] must have a string 'path'")
+        shard, row, size = entry.get("shard"), entry.get("row"), entry.get("size")
+        if not _is_int(shard) or not 0 <= shard < len(shards):
+            raise bad(f"images[{i}] ({entry['path']}) has shard {shard!r}, not an index into the "
+                      f"{len(shards)} shard(s)")
+        if not _is_int(row) or row < 0:
+            raise bad(f"images[{i}] ({entry['path']}) has row {row!r}, not an integer >= 0")
+        if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) and v > 0 for v in size)):
+            raise bad(f"images[{i}] ({entry['path']}) has size {size!r}, not [H, W]")
+    for i, entry in enumerate(manifest["failures"]):
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+            raise bad(f"failures[{i}] must have a string 'path'")
 
 
 def _read_shard(path: Path, layout: dict[str, Any], rows: int) -> dict[str, np.ndarray]:

@@ -11,6 +11,7 @@ Value-range convention:
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from .errors import ImageError
+from .errors import ImageError, PixelLimitError
 
 # A truncated file must be an error, not a silently grey-padded image.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -27,40 +28,74 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 _RANGE_TOLERANCE = 1e-4  # float round-off from upstream pipelines, e.g. 1.0000001
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Open and fully decode an image file, with errors that name the file and the problem."""
+#: The CLI flag that raises the file and native pixel limits (named in PixelLimitError messages).
+PIXELS_FLAG = "--max-pixels"
+_PIL_HINT = "set PIL.Image.MAX_IMAGE_PIXELS = N before loading"
+# Image.open has no per-call limit: it reads the module global. Raising it for one call is done under
+# this lock, so two of our calls never restore each other's value.
+_PIL_LIMIT_LOCK = threading.Lock()
+
+
+def load_image(path: str | os.PathLike, max_pixels: int | None = None, limit_hint: str | None = None) -> Image.Image:
+    """Open and fully decode an image file, with errors that name the file and the problem.
+
+    ``max_pixels``: refuse images with more pixels than this (default: ``PIL.Image.MAX_IMAGE_PIXELS``,
+    about 89 million), before any pixel is decoded. ``limit_hint`` says in the error how to raise
+    that limit (the caller's argument name).
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"image file not found: {path}")
     if path.is_dir():
         raise ImageError(f"{path} is a directory, not an image file")
+    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    hint = limit_hint or (_PIL_HINT if max_pixels is None else "pass max_pixels=N")
     try:
-        with Image.open(path) as img:
-            _check_pixel_limit(img, path)
+        with _open_image(path, limit) as img:
+            check_pixel_limit(img, path, limit, hint)
             img.load()  # decode now, so truncation and corruption surface here
             return img.copy() if img.mode in ("RGB", "RGBA", "L") else img.convert(_safe_mode(img))
-    except Image.DecompressionBombError as e:
-        raise ImageError(f"{path}: image is too large to decode safely ({e}). If you trust this file, "
-                         "raise PIL.Image.MAX_IMAGE_PIXELS") from e
+    except Image.DecompressionBombError as e:  # PIL's own check, above twice its limit
+        raise PixelLimitError(f"{path}: image is too large to decode safely ({e})", hint, PIXELS_FLAG) from e
     except UnidentifiedImageError as e:
         raise ImageError(f"{path}: not a readable image file (unknown or corrupt format)") from e
+    except ImageError:
+        raise
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{path}: corrupt or truncated image ({e})") from e
 
 
-def _check_pixel_limit(img: Image.Image, path: Path) -> None:
-    # PIL refuses only above 2x MAX_IMAGE_PIXELS and merely warns between 1x and 2x; such an image
-    # still becomes a float tensor of 12 bytes per pixel (gigabytes), so refuse it at 1x.
-    limit = Image.MAX_IMAGE_PIXELS
+def _open_image(path: Path, limit: int | None) -> Image.Image:
+    """Image.open, letting through images up to ``limit`` pixels even above PIL's global limit."""
+    pil_limit = Image.MAX_IMAGE_PIXELS
+    if limit is None or (pil_limit is not None and limit > pil_limit):
+        with _PIL_LIMIT_LOCK:
+            Image.MAX_IMAGE_PIXELS = limit  # open only reads the header; check_pixel_limit follows
+            try:
+                return Image.open(path)
+            finally:
+                Image.MAX_IMAGE_PIXELS = pil_limit
+    return Image.open(path)
+
+
+def check_pixel_limit(img: Image.Image, path: str | os.PathLike, limit: int | None = None,
+                      hint: str = _PIL_HINT) -> None:
+    """Refuse an opened (not yet decoded) image above ``limit`` pixels (default PIL.Image.MAX_IMAGE_PIXELS).
+
+    PIL refuses only above 2x MAX_IMAGE_PIXELS and merely warns between 1x and 2x; such an image
+    still becomes a float tensor of 12 bytes per pixel (gigabytes), so refuse it at 1x. Inference,
+    encode-dataset and training all call this, so they accept the same files.
+    """
+    limit = Image.MAX_IMAGE_PIXELS if limit is None else limit
     if limit and img.width * img.height > limit:
-        raise ImageError(f"{path}: image is too large to decode safely ({img.width}x{img.height} = "
-                         f"{img.width * img.height} pixels, limit {limit}). If you trust this file, "
-                         "raise PIL.Image.MAX_IMAGE_PIXELS")
+        raise PixelLimitError(f"{path}: image is too large to decode safely ({img.width}x{img.height} = "
+                              f"{img.width * img.height:,} pixels, limit {limit:,})", hint, PIXELS_FLAG)
 
 
-def read_image_file(path: str | os.PathLike) -> torch.Tensor:
+def read_image_file(path: str | os.PathLike, max_pixels: int | None = None,
+                    limit_hint: str | None = None) -> torch.Tensor:
     """load_image + pil_to_tensor, with every error naming the file."""
-    img = load_image(path)
+    img = load_image(path, max_pixels, limit_hint)
     try:
         return pil_to_tensor(img)
     except ImageError as e:  # e.g. NaN in a float TIFF: say which file
@@ -116,10 +151,11 @@ def _check_size(h: int, w: int, what: str) -> None:
 
 def array_to_tensors(arr: np.ndarray) -> list[torch.Tensor]:
     """numpy (H, W, 3) or (B, H, W, 3), uint8 (0..255) or float ([0, 1]) -> list of (3, H, W)."""
+    shape = tuple(arr.shape)  # errors report the shape the caller passed, not the batched one
     if arr.ndim == 3:
         arr = arr[None]
     if arr.ndim != 4 or arr.shape[-1] != 3:
-        raise ImageError(f"numpy images must be (H, W, 3) or (B, H, W, 3), got shape {tuple(arr.shape)}")
+        raise ImageError(f"numpy images must be (H, W, 3) or (B, H, W, 3), got shape {shape}")
     _check_size(arr.shape[1], arr.shape[2], "numpy image")
     if arr.dtype == np.uint8:
         t = _from_numpy(arr, np.uint8).permute(0, 3, 1, 2).float().div_(255.0)
@@ -138,10 +174,12 @@ def _from_numpy(arr: np.ndarray, dtype) -> torch.Tensor:
 
 def torch_to_tensors(t: torch.Tensor) -> list[torch.Tensor]:
     """(3, H, W) or (B, 3, H, W); float in [0, 1] or uint8 in 0..255 -> list of (3, H, W) float32."""
+    shape = tuple(t.shape)  # errors report the shape the caller passed, not the batched one
     if t.ndim == 3:
         t = t[None]
     if t.ndim != 4 or t.shape[1] != 3:
-        raise ImageError(f"tensor images must be (3, H, W) or (B, 3, H, W), got shape {tuple(t.shape)}")
+        hint = " (channels last? use tensor.permute(2, 0, 1))" if len(shape) == 3 and shape[-1] == 3 else ""
+        raise ImageError(f"tensor images must be (3, H, W) or (B, 3, H, W), got shape {shape}{hint}")
     _check_size(t.shape[2], t.shape[3], "tensor image")
     t = t.detach().cpu()
     if t.dtype == torch.uint8:
@@ -153,14 +191,14 @@ def torch_to_tensors(t: torch.Tensor) -> list[torch.Tensor]:
     return list(t)
 
 
-def to_tensors(images: Any) -> tuple[list[torch.Tensor], bool]:
+def to_tensors(images: Any, max_pixels: int | None = None, limit_hint: str | None = None) -> tuple[list[torch.Tensor], bool]:
     """Normalise any accepted input to a list of (3, H, W) float tensors.
 
     Returns (tensors, batched): ``batched`` is False when the input was one image, so the caller
-    returns an unbatched result.
+    returns an unbatched result. ``max_pixels`` and ``limit_hint`` apply to image files (load_image).
     """
     if isinstance(images, (str, os.PathLike)):
-        return [read_image_file(images)], False
+        return [read_image_file(images, max_pixels, limit_hint)], False
     if isinstance(images, Image.Image):
         return [pil_to_tensor(images)], False
     if isinstance(images, np.ndarray):
@@ -174,10 +212,52 @@ def to_tensors(images: Any) -> tuple[list[torch.Tensor], bool]:
         for i, item in enumerate(images):
             if isinstance(item, (list, tuple)):
                 raise ImageError(f"item {i} of the image list is itself a list; pass a flat list")
-            out.extend(to_tensors(item)[0])
+            out.extend(to_tensors(item, max_pixels, limit_hint)[0])
         return out, True
     raise ImageError(f"cannot read an image from {type(images).__name__}; pass a path, PIL image, "
                      "numpy array or torch tensor (or a list of them)")
+
+
+# ---------------------------------------------------------------------------------------- native-size limit
+#: How to raise the native-size limit from Python (the CLI names its flag, PIXELS_FLAG, instead).
+NATIVE_HINT = "pass encode(..., max_native_pixels=N) or set tokenizer.max_native_pixels = N (None: no limit)"
+
+
+def native_file_limit(limit: int | None) -> tuple[int | None, str]:
+    """(max_pixels, limit_hint) for reading files at native size: PIL's limit, raised to ``limit``
+    when that is larger, so raising the native limit is the one knob a user needs."""
+    pil_limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and pil_limit is not None and limit > pil_limit:
+        return limit, NATIVE_HINT
+    return None, NATIVE_HINT
+
+
+def check_native_pixels(tensors: Sequence[torch.Tensor], factor: int, limit: int | None, images: Any = None) -> None:
+    """Refuse any (3, H, W) image whose padded size (a multiple of ``factor``) exceeds ``limit`` pixels.
+
+    The padded size is what the encoder and decoder process, so it is what bounds time and memory.
+    ``images`` (the caller's input) only serves to name a file in the message.
+    """
+    for i, t in enumerate(tensors):
+        check_native_size(int(t.shape[1]), int(t.shape[2]), factor, limit, _input_name(images, i, len(tensors)))
+
+
+def check_native_size(h: int, w: int, factor: int, limit: int | None, name: str) -> None:
+    """check_native_pixels for one image of h x w pixels, named ``name`` in the error."""
+    ph, pw = -(-h // factor) * factor, -(-w // factor) * factor
+    if limit is not None and ph * pw > limit:
+        raise PixelLimitError(f"{name}: {w}x{h} image ({pw}x{ph} after padding to a multiple of {factor}, "
+                              f"{ph * pw:,} pixels) is over the native-size limit of {limit:,} pixels",
+                              NATIVE_HINT, PIXELS_FLAG)
+
+
+def _input_name(images: Any, i: int, count: int) -> str:
+    """The file name of input ``i`` when the caller passed paths, else "image i"."""
+    if isinstance(images, (str, os.PathLike)):
+        return str(images)
+    if isinstance(images, (list, tuple)) and len(images) == count and isinstance(images[i], (str, os.PathLike)):
+        return str(images[i])
+    return f"image {i}"
 
 
 # ---------------------------------------------------------------------------------------- datasets

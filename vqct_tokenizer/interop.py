@@ -45,6 +45,9 @@ def check_diffusers_compatible(config: VQCTConfig) -> None:
         # diffusers' conv_in outputs block_out_channels[0] = ch·ch_mult[0]; ours outputs ch and lets
         # the first ResnetBlock widen (with a shortcut conv diffusers would not have).
         raise ValueError(f"diffusers' VQModel needs ch_mult[0] == 1, this model has ch_mult={list(config.ch_mult)}")
+    if config.normalize_codes:
+        # our encode_latent l2-normalises each group's latent; diffusers' VQModel.encode would not
+        raise ValueError("diffusers' VQModel has no cosine (l2-normalised) code lookup; this model has normalize_codes=true")
 
 
 def diffusers_vqmodel_config(config: VQCTConfig) -> dict[str, Any]:

@@ -20,18 +20,22 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .atomic import atomic_write
 from .config import CONFIG_NAME, VOCAB_NAME, WEIGHTS_NAME, ConfigError, VQCTConfig
 from .defaults import DEFAULT_MODEL, find_shipped, shipped_names
-from .errors import TokenError, WeightsError
-from .image_io import pad_to_multiple, resize_to, to_output, to_tensors
+from .errors import CellLimitError, TokenError, WeightsError
+from .image_io import check_native_pixels, native_file_limit, pad_to_multiple, resize_to, to_output, to_tensors
 from .models import VQAutoencoder
 
 CODEBOOK_KEY = "codebook"
+#: Default bound on one native-size image (after padding to a multiple of f): encoder and decoder
+#: activations grow linearly with it, and a single unbounded image could exhaust memory.
+DEFAULT_MAX_NATIVE_PIXELS = 2048 * 2048
+CELLS_FLAG = "--max-cells"
 
 
 class VQCTTokenizer(nn.Module):
@@ -40,7 +44,15 @@ class VQCTTokenizer(nn.Module):
     Args:
         config: architecture, codebook sizes and preprocessing.
         vocab: one word per codebook row (adjectives first, then nouns). Defaults to placeholders.
+
+    Attributes bounding the work of one image (set them to None to lift a bound):
+        max_native_pixels: ``encode(resize=False)`` refuses larger images (counted after padding).
+        max_decode_cells: ``decode`` refuses larger grids; None (default) derives it from
+            ``max_native_pixels`` (pixels / f**2), so whatever encode accepts, decode accepts.
     """
+
+    max_native_pixels: int | None = DEFAULT_MAX_NATIVE_PIXELS
+    max_decode_cells: int | None = None
 
     def __init__(self, config: VQCTConfig, vocab: Sequence[str] | None = None) -> None:
         super().__init__()
@@ -75,11 +87,17 @@ class VQCTTokenizer(nn.Module):
         return self.config.tokens_per_cell
 
     # ------------------------------------------------------------------ encode
-    def preprocess(self, images: Any, resize: bool = True) -> tuple[list[torch.Tensor], bool, list[tuple[int, int]]]:
+    def preprocess(self, images: Any, resize: bool = True, max_native_pixels: int | None = None
+                   ) -> tuple[list[torch.Tensor], bool, list[tuple[int, int]]]:
         """Inputs -> list of (3, H', W') in [-1, 1], whether batched, original (H, W) of each."""
-        tensors, batched = to_tensors(images)
-        sizes = [(int(t.shape[1]), int(t.shape[2])) for t in tensors]
         cfg = self.config
+        limit = self.max_native_pixels if max_native_pixels is None else max_native_pixels
+        if resize:
+            tensors, batched = to_tensors(images)
+        else:  # files up to the native limit may be read even above PIL's default limit
+            tensors, batched = to_tensors(images, *native_file_limit(limit))
+            check_native_pixels(tensors, cfg.downsample_factor, limit, images)
+        sizes = [(int(t.shape[1]), int(t.shape[2])) for t in tensors]
         if resize:
             tensors = [resize_to(t, cfg.resolution, cfg.resize_mode, cfg.resample) for t in tensors]
         else:
@@ -88,7 +106,7 @@ class VQCTTokenizer(nn.Module):
 
     @torch.inference_mode()
     def encode(self, images: Any, *, resize: bool = True, batch_size: int = 16,
-               return_image_sizes: bool = False) -> Any:
+               return_image_sizes: bool = False, max_native_pixels: int | None = None) -> Any:
         """Tokenize images.
 
         Args:
@@ -103,12 +121,15 @@ class VQCTTokenizer(nn.Module):
                 ``return_image_sizes``) to crop back.
             batch_size: images run through the encoder at a time.
             return_image_sizes: also return the original (H, W) of each image.
+            max_native_pixels: with ``resize=False``, refuse (PixelLimitError) an image with more
+                pixels after padding; default ``self.max_native_pixels`` (2048*2048). Image files up
+                to this size are read even above PIL's own limit.
 
         Returns:
             LongTensor (h, w, k+1) for one image, (B, h, w, k+1) for a batch or list, on the model's
             device. With ``resize=False`` and mixed sizes, a list of (h_i, w_i, k+1) tensors.
         """
-        inputs, batched, sizes = self.preprocess(images, resize=resize)
+        inputs, batched, sizes = self.preprocess(images, resize=resize, max_native_pixels=max_native_pixels)
         grids: list[torch.Tensor] = []
         for start in range(0, len(inputs), batch_size):
             chunk = inputs[start:start + batch_size]
@@ -162,7 +183,7 @@ class VQCTTokenizer(nn.Module):
 
     @torch.inference_mode()
     def decode(self, tokens: Any, *, output_type: str = "pil", image_size: tuple[int, int] | None = None,
-               batch_size: int = 16) -> Any:
+               batch_size: int = 16, max_cells: int | None = None) -> Any:
         """Token grid(s) -> image(s).
 
         Args:
@@ -171,6 +192,8 @@ class VQCTTokenizer(nn.Module):
             output_type: "pil" (PIL.Image), "np" (uint8 (H, W, 3)) or "pt" (float (3, H, W) in [0, 1]).
             image_size: (H, W) to crop to, undoing the padding of ``encode(resize=False)``; for a
                 list of grids, a list of sizes.
+            max_cells: refuse (CellLimitError) a grid of more than h*w cells, whose image would take
+                unbounded memory; default ``self.max_decode_cells``, else max_native_pixels / f**2.
 
         Returns:
             One image for an (h, w, k+1) grid; a list (pil), a (B, H, W, 3) array (np) or a
@@ -179,8 +202,10 @@ class VQCTTokenizer(nn.Module):
         if isinstance(tokens, list) and tokens and isinstance(tokens[0], (torch.Tensor, np.ndarray)) \
                 and len({tuple(t.shape) for t in tokens}) > 1:
             sizes = image_size if image_size is not None else [None] * len(tokens)
-            return [self.decode(t, output_type=output_type, image_size=s) for t, s in zip(tokens, sizes)]
+            return [self.decode(t, output_type=output_type, image_size=s, batch_size=batch_size, max_cells=max_cells)
+                    for t, s in zip(tokens, sizes)]
         grid = self.check_tokens(tokens)
+        self._check_cells(grid, max_cells)
         batched = grid.ndim == 4
         if not batched:
             grid = grid[None]
@@ -197,18 +222,39 @@ class VQCTTokenizer(nn.Module):
         result = to_output(images, output_type)
         return result if batched else result[0]
 
-    def reconstruct(self, images: Any, *, resize: bool = True, output_type: str = "pil") -> Any:
+    def reconstruct(self, images: Any, *, resize: bool = True, output_type: str = "pil",
+                    max_native_pixels: int | None = None) -> Any:
         """decode(encode(images)); with ``resize=False`` the output has each input's original size."""
-        tokens, sizes = self.encode(images, resize=resize, return_image_sizes=True)
+        tokens, sizes = self.encode(images, resize=resize, return_image_sizes=True, max_native_pixels=max_native_pixels)
+        # whatever the encoder accepted, the decoder must accept too
+        kw: dict[str, Any] = {"output_type": output_type, "max_cells": self._cell_limit(None, max_native_pixels)}
         if resize:
-            return self.decode(tokens, output_type=output_type)
+            return self.decode(tokens, **kw)
         if isinstance(tokens, list):
-            return self.decode(tokens, output_type=output_type, image_size=sizes)
+            return self.decode(tokens, image_size=sizes, **kw)
         if tokens.ndim == 4:
             if len(set(sizes)) == 1:
-                return self.decode(tokens, output_type=output_type, image_size=sizes[0])
-            return [self.decode(t, output_type=output_type, image_size=s) for t, s in zip(tokens, sizes)]
-        return self.decode(tokens, output_type=output_type, image_size=sizes)
+                return self.decode(tokens, image_size=sizes[0], **kw)
+            return [self.decode(t, image_size=s, **kw) for t, s in zip(tokens, sizes)]
+        return self.decode(tokens, image_size=sizes, **kw)
+
+    def _cell_limit(self, max_cells: int | None, max_native_pixels: int | None = None) -> int | None:
+        """The decode bound in cells: the argument, else max_decode_cells, else the native pixel bound / f**2."""
+        if max_cells is not None:
+            return max_cells
+        if self.max_decode_cells is not None:
+            return self.max_decode_cells
+        pixels = self.max_native_pixels if max_native_pixels is None else max_native_pixels
+        return None if pixels is None else max(1, pixels // self.downsample_factor ** 2)
+
+    def _check_cells(self, grid: torch.Tensor, max_cells: int | None) -> None:
+        limit = self._cell_limit(max_cells)
+        h, w = int(grid.shape[-3]), int(grid.shape[-2])
+        if limit is not None and h * w > limit:
+            f = self.downsample_factor
+            raise CellLimitError(f"a {h}x{w} token grid ({h * w:,} cells) would decode to a {w * f}x{h * f} image; "
+                                 f"the limit is {limit:,} cells",
+                                 "pass decode(..., max_cells=N) or set tokenizer.max_decode_cells = N", CELLS_FLAG)
 
     # ------------------------------------------------------------------ words
     def describe(self, tokens: Any) -> Any:
@@ -239,12 +285,17 @@ class VQCTTokenizer(nn.Module):
     def from_pretrained(cls, name_or_path: str | os.PathLike = DEFAULT_MODEL, *, revision: str | None = None,
                         cache_dir: str | os.PathLike | None = None, token: str | bool | None = None,
                         local_files_only: bool = False, device: str | torch.device | None = None,
-                        dtype: torch.dtype | None = None) -> "VQCTTokenizer":
-        """Load from a local folder, a shipped model name (e.g. ``"vqct-faces64"``), or a Hub repo id."""
+                        dtype: torch.dtype | None = None, allow_missing_vocab: bool = False) -> "VQCTTokenizer":
+        """Load from a local folder, a shipped model name (e.g. ``"vqct-faces64"``), or a Hub repo id.
+
+        A folder without ``vocab.json`` is an error (its words would silently be placeholders such
+        as "adj0"), unless ``allow_missing_vocab=True``.
+        """
         folder = resolve_model_dir(name_or_path, revision=revision, cache_dir=cache_dir, token=token,
                                    local_files_only=local_files_only)
         config = VQCTConfig.load(folder / CONFIG_NAME)
-        vocab = load_vocab(folder / VOCAB_NAME, config) if (folder / VOCAB_NAME).is_file() else None
+        vocab = read_vocab(folder, config, name_or_path, allow_missing_vocab)
+        check_weights_header(folder / WEIGHTS_NAME, cls, config, vocab)  # before allocating the model
         tok = cls(config, vocab)
         tok.load_weights(folder / WEIGHTS_NAME)
         tok.name_or_path = str(name_or_path)
@@ -264,11 +315,16 @@ class VQCTTokenizer(nn.Module):
         from huggingface_hub import HfApi
 
         api = HfApi(token=token)
-        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        with tempfile.TemporaryDirectory() as tmp:
-            self.save_pretrained(tmp)
-            info = api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message,
-                                     revision=revision, repo_type="model")
+        try:
+            api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+            with tempfile.TemporaryDirectory() as tmp:
+                self.save_pretrained(tmp)
+                info = api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message,
+                                         revision=revision, repo_type="model")
+        except Exception as e:  # offline, network, auth, quota: one line for the user (the cause stays chained)
+            hint = ("HF_HUB_OFFLINE is set: unset it to upload" if hub_offline()
+                    else "check your connection and token (huggingface-cli login or token=...)")
+            raise OSError(f"could not push to {repo_id!r} on the Hugging Face Hub ({_one_line(e)}); {hint}") from e
         return str(info)
 
     def extra_repr(self) -> str:
@@ -289,6 +345,17 @@ def vocab_to_json(config: VQCTConfig, vocab: Sequence[str]) -> dict[str, list[st
         return {"codes": list(vocab)}
     a = config.num_adjectives
     return {"adjectives": list(vocab[:a]), "nouns": list(vocab[a:])}
+
+
+def read_vocab(folder: Path, config: VQCTConfig, name: Any, allow_missing: bool) -> list[str] | None:
+    """The folder's vocab.json; a missing one is an error unless ``allow_missing`` (placeholders)."""
+    if (folder / VOCAB_NAME).is_file():
+        return load_vocab(folder / VOCAB_NAME, config)
+    if allow_missing:
+        return None
+    raise ConfigError(f"model {str(name)!r} has no {VOCAB_NAME} (looked in {folder}): its tokens would have "
+                      "placeholder words (adj0, noun0, ...). Add the vocab.json written by save_pretrained, or "
+                      "pass allow_missing_vocab=True to load it with placeholder words")
 
 
 def load_vocab(file: Path, config: VQCTConfig) -> list[str]:
@@ -325,20 +392,47 @@ def read_safetensors(file: str | os.PathLike) -> dict[str, torch.Tensor]:
                            "safetensors; pickled checkpoints are never loaded") from e
 
 
-def check_state_dict(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], source: str) -> None:
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(state) & set(expected) if tuple(state[k].shape) != tuple(expected[k].shape))
+def check_weights_header(file: str | os.PathLike, cls: type, config: VQCTConfig, vocab: Sequence[str] | None) -> None:
+    """Compare the tensor names and shapes in a safetensors header with those ``config`` builds,
+    without allocating either: the model is built on the meta device and no tensor data is read.
+
+    A config.json with absurd but individually valid sizes (ch=4096, ch_mult=[64, 64, 64]) would
+    otherwise allocate and randomly initialise terabytes before its weights were found not to fit.
+    """
+    file = Path(file)
+    if not file.is_file():
+        raise FileNotFoundError(f"weights file not found: {file}")
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise WeightsError(f"{file} is not a valid safetensors file ({e}). Weights are only read from "
+                           "safetensors; pickled checkpoints are never loaded") from e
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in cls(config, vocab).state_dict().items()}
+    check_shapes(shapes, expected, str(file))
+
+
+def check_shapes(shapes: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]], source: str) -> None:
+    """WeightsError naming every missing, unexpected and wrongly shaped tensor."""
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
+    wrong = sorted(k for k in set(shapes) & set(expected) if tuple(shapes[k]) != tuple(expected[k]))
     problems = []
     if missing:
         problems.append(f"missing keys {_preview(missing)}")
     if unexpected:
         problems.append(f"unexpected keys {_preview(unexpected)}")
     if wrong:
-        problems.append("wrong shapes " + ", ".join(f"{k}: file {tuple(state[k].shape)} vs config "
-                                                   f"{tuple(expected[k].shape)}" for k in wrong[:5]))
+        problems.append("wrong shapes " + ", ".join(f"{k}: file {tuple(shapes[k])} vs config "
+                                                   f"{tuple(expected[k])}" for k in wrong[:5]))
     if problems:
         raise WeightsError(f"weights in {source} do not match config.json: " + "; ".join(problems))
+
+
+def check_state_dict(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], source: str) -> None:
+    check_shapes({k: tuple(v.shape) for k, v in state.items()}, {k: tuple(v.shape) for k, v in expected.items()},
+                 source)
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise WeightsError(f"weights in {source} contain NaN or inf in {_preview(bad)}")
@@ -374,21 +468,65 @@ def _download_from_hub(repo_id: str, **kwargs: Any) -> Path:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.utils import EntryNotFoundError, HFValidationError  # .utils: also on hub 0.23
 
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    unreachable = None
+    if hub_offline():  # also when set after huggingface_hub was imported (it reads the variable once)
+        kwargs["local_files_only"] = True
+    elif not kwargs.get("local_files_only"):
+        # Without a network huggingface_hub retries each file for ~25 s before it looks in its cache;
+        # one quick probe without retries tells us to go to the cache at once.
+        unreachable = _probe_hub(repo_id, kwargs.get("revision"), kwargs.get("token"))
+        if unreachable is not None:
+            kwargs["local_files_only"] = True
     files = {}
     for fname in (CONFIG_NAME, WEIGHTS_NAME, VOCAB_NAME):
         try:
-            files[fname] = Path(hf_hub_download(repo_id, fname, **{k: v for k, v in kwargs.items() if v is not None}))
+            files[fname] = Path(hf_hub_download(repo_id, fname, **kwargs))
         except HFValidationError as e:
             raise FileNotFoundError(f"{repo_id!r} is neither a local folder nor a valid Hub repo id: {e}") from e
         except Exception as e:  # network, auth, offline, missing file: all end the same way for the user
-            # vocab.json is optional, as in a local folder; hub 2.x raises subclasses
-            # (RemoteEntryNotFoundError online, LocalEntryNotFoundError offline), so test by isinstance
+            # vocab.json is optional here (from_pretrained decides what a missing one means); hub 2.x
+            # raises subclasses (RemoteEntryNotFoundError online, LocalEntryNotFoundError offline)
             if fname == VOCAB_NAME and isinstance(e, EntryNotFoundError):
                 continue
+            if unreachable is not None or hub_offline():
+                why = (f"cannot reach the Hugging Face Hub ({_one_line(unreachable)})" if unreachable is not None
+                       else "HF_HUB_OFFLINE is set")
+                raise OSError(f"could not get {fname} of {repo_id!r}: {why}, and it is not in the local Hub "
+                              "cache. Connect once to download it, or pass a local folder") from e
             raise OSError(f"could not get {fname} of {repo_id!r} from the Hugging Face Hub "
-                          f"({type(e).__name__}: {e}). Check the repo id and your connection, or pass a "
+                          f"({_one_line(e)}). Check the repo id and your connection, or pass a "
                           "local folder; offline, the files must already be in the Hub cache") from e
     folders = {p.parent for p in files.values()}
     if len(folders) != 1:
         raise OSError(f"Hub files of {repo_id!r} resolved to different snapshots: {folders}")
     return folders.pop()
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE as huggingface_hub read it at import, or as set in the environment since."""
+    import huggingface_hub.constants
+
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return bool(huggingface_hub.constants.HF_HUB_OFFLINE) or value.strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _probe_hub(repo_id: str, revision: str | None, token: Any) -> Exception | None:
+    """One HEAD request for config.json, without retries: the error when the Hub cannot be reached
+    at all (DNS, refused, timeout); None when it answered, even with 401 or 404, which
+    hf_hub_download then reports in its own words."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.utils import HfHubHTTPError
+
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, CONFIG_NAME, revision=revision), token=token, timeout=10)
+    except HfHubHTTPError:
+        return None
+    except Exception as e:  # noqa: BLE001 - httpx, requests or socket errors, depending on the hub version
+        return e
+    return None
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__

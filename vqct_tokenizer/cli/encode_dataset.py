@@ -30,7 +30,8 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     size.add_argument("--native", action="store_true",
                       help="keep each image's own size (padded to a multiple of the downsampling factor)")
     parser.add_argument("--device", default="auto",
-                        help="torch device, e.g. cpu or cuda:0 (default: cuda, cuda:LOCAL_RANK under torchrun)")
+                        help="torch device, e.g. cpu or cuda:0 (default: auto = cuda if available, "
+                             "cuda:LOCAL_RANK under torchrun, else cpu)")
     parser.add_argument("--workers", type=int, default=2, help="image-decoding worker processes (default: 2)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
 

@@ -16,13 +16,17 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     parser.add_argument("--stride", type=int, default=1,
                         help="evaluate every K-th image (an even spread over class-sorted lists; before --limit)")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=16,
+                        help="images encoded and decoded at a time; lower it if memory runs out (default: 16)")
     parser.add_argument("-o", "--output", default="eval_report.json",
                         help="report path; <stem>_grid.png and <stem>_usage.png are written beside it")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--no-fd", action="store_true", help="skip FD-EffNetL0")
     parser.add_argument("--no-external", action="store_true",
                         help="do not try rFID (pytorch-fid) and LPIPS (lpips), which download weights")
+    parser.add_argument("--jpeg-anchor", action="store_true",
+                        help="also score JPEG at the same bits per image (per image, the highest quality whose "
+                             "file fits), side by side")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -31,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
 
     report = evaluate(args.model, args.data, resolution=args.resolution, limit=args.limit, stride=args.stride,
                       batch_size=args.batch_size, report_path=args.output, device=args.device,
-                      compute_fd=not args.no_fd, external=not args.no_external, progress=not args.quiet)
+                      compute_fd=not args.no_fd, external=not args.no_external, progress=not args.quiet,
+                      jpeg_anchor=args.jpeg_anchor)
     print(format_summary(report))
     return 0
 
@@ -65,6 +70,13 @@ def format_summary(report: dict[str, Any]) -> str:
                                            f"perplexity {g['perplexity']:.1f}"))
     rows.append(("distinct cell tokens", f"{usage['distinct_cell_tokens']} "
                                          f"(perplexity {usage['cell_token_perplexity']:.1f})"))
+    if "jpeg_anchor" in report:
+        j = report["jpeg_anchor"]
+        jm = j["metrics"]
+        rows.append(("JPEG, same bits", f"PSNR {_fmt(jm['psnr'], 2)}, SSIM {_fmt(jm['ssim'])}, MS-SSIM {_fmt(jm['ms_ssim'])}, "
+                                        f"FD-EffNetL0 {_fmt(jm['fd_effnet_l0'], 3)}; mean quality {j['mean_quality']:.1f}, "
+                                        f"{j['jpeg_bits_per_image']:.0f} of {j['budget_bits_per_image']:.0f} bits, "
+                                        f"{j['over_budget']} over budget"))
     rows.append(("time", f"{report['timing']['wall_s']:.1f} s ({report['timing']['images_per_s']:.2f} img/s)"))
     width = max(len(k) for k, _ in rows)
     lines = [f"{k.ljust(width)}  {v}" for k, v in rows]

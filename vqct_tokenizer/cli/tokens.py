@@ -23,9 +23,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ..atomic import atomic_write
+from ..image_io import check_native_size, native_file_limit
 
 TOKEN_SUFFIXES = (".npy", ".pt", ".json")
 FORMAT_NAME = "vqct-tokens"
@@ -35,6 +39,7 @@ FORMAT_VERSION = 1
 # ---------------------------------------------------------------------------------------- arguments
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     from ..defaults import DEFAULT_MODEL
+    from ..tokenizer import DEFAULT_MAX_NATIVE_PIXELS
 
     if name == "encode":
         parser.add_argument("images", nargs="+", metavar="IMG", help="image files to tokenize")
@@ -56,8 +61,13 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     else:
         raise ValueError(f"vqct_tokenizer.cli.tokens has no command {name!r}")
 
-    parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help=f"tokenizer folder, shipped model name or Hub repo id (default: {DEFAULT_MODEL})")
+    if name == "decode":  # a token file records its model: decode with that one unless told otherwise
+        parser.add_argument("--model", default=None,
+                            help="tokenizer folder, shipped model name or Hub repo id (default: the model recorded "
+                                 f"in a .pt/.json token file, else {DEFAULT_MODEL})")
+    else:
+        parser.add_argument("--model", default=DEFAULT_MODEL,
+                            help=f"tokenizer folder, shipped model name or Hub repo id (default: {DEFAULT_MODEL})")
     parser.add_argument("--device", default="auto", help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")
     if name != "decode":
         size = parser.add_mutually_exclusive_group()
@@ -65,6 +75,21 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
                           help="resize and center-crop to the model's resolution, as set in its config.json (default)")
         size.add_argument("--native", dest="resize", action="store_false",
                           help="keep each image's own size (padded to a multiple of the downsampling factor)")
+        parser.add_argument("--max-pixels", type=_positive_int, default=None, metavar="N",
+                            help="largest image to read, in pixels (default: PIL's 89478485), and at --native the "
+                                 f"largest to encode after padding (default: {DEFAULT_MAX_NATIVE_PIXELS} = 2048x2048); "
+                                 "bounds memory and time on untrusted input")
+    else:
+        parser.add_argument("--max-cells", type=_positive_int, default=None, metavar="N",
+                            help="largest token grid to decode, in cells h*w (default: 2048*2048 pixels' worth, "
+                                 "i.e. 2048*2048 / f**2); bounds memory and time on untrusted input")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------- commands
 def run_encode(args: argparse.Namespace) -> int:
     suffix = token_suffix(args.output)
-    tok = load_tokenizer(args.model, args.device)
+    tok = load_tokenizer(args.model, args.device, max_pixels=args.max_pixels)
     paths = [str(p) for p in args.images]
     tokens, sizes = tok.encode(paths, resize=args.resize, return_image_sizes=True)
     grids = list(tokens) if isinstance(tokens, list) else list(tokens.unbind(0))
@@ -94,7 +119,9 @@ def run_encode(args: argparse.Namespace) -> int:
 def run_decode(args: argparse.Namespace) -> int:
     check_image_output(args.output)
     stored = read_token_file(args.tokens)
-    tok = load_tokenizer(args.model, args.device)
+    tok = load_tokenizer(decode_model(args.model, stored, args.tokens), args.device)
+    if args.max_cells is not None:
+        tok.max_decode_cells = args.max_cells
     check_same_model(tok, stored, args.tokens)
     images = decode_grids(tok, stored)
     targets = output_paths(args.output, len(images), stored.stems())
@@ -108,10 +135,14 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     from ..image_io import load_image, side_by_side
 
     check_image_output(args.output)
-    tok = load_tokenizer(args.model, args.device)
+    tok = load_tokenizer(args.model, args.device, max_pixels=args.max_pixels)
     targets = output_paths(args.output, len(args.images), [Path(p).stem for p in args.images])
     for path, target in zip(args.images, targets):
-        image = load_image(path)
+        if args.resize:
+            image = load_image(path)
+        else:  # check here, where the file name is known (encode sees a PIL image)
+            image = load_image(path, *native_file_limit(tok.max_native_pixels))
+            check_native_size(image.height, image.width, tok.downsample_factor, tok.max_native_pixels, str(path))
         tokens, size = tok.encode(image, resize=args.resize, return_image_sizes=True)
         out = tok.decode(tokens, image_size=None if args.resize else size)
         if args.side_by_side:
@@ -130,7 +161,7 @@ def _cell_legend(tok) -> str:
 
 
 def run_describe(args: argparse.Namespace) -> int:
-    tok = load_tokenizer(args.model, args.device)
+    tok = load_tokenizer(args.model, args.device, max_pixels=args.max_pixels)
     for i, path in enumerate(args.images):
         grid = tok.describe(tok.encode(str(path), resize=args.resize))
         if len(args.images) > 1:
@@ -140,8 +171,11 @@ def run_describe(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------- model
-def load_tokenizer(model: str, device: str):
+def load_tokenizer(model: str, device: str, max_pixels: int | None = None):
+    """The tokenizer on ``device`` ("auto": cuda if available); ``max_pixels`` (--max-pixels) sets both
+    the file-reading limit (PIL's, for this process) and the native-size limit."""
     import torch
+    from PIL import Image
 
     from ..defaults import DEFAULT_MODEL, find_shipped
     from ..tokenizer import VQCTTokenizer
@@ -153,7 +187,24 @@ def load_tokenizer(model: str, device: str):
             "Pass --model with a tokenizer folder or a Hugging Face Hub repo id")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return VQCTTokenizer.from_pretrained(model, device=device)
+    tok = VQCTTokenizer.from_pretrained(model, device=device)
+    if max_pixels is not None:
+        tok.max_native_pixels = max_pixels
+        Image.MAX_IMAGE_PIXELS = max_pixels  # one command, one thread: the global is ours to set
+    return tok
+
+
+def decode_model(model: str | None, stored: "StoredTokens", source: Path) -> str:
+    """--model if given, else the model recorded in the token file, else the default model."""
+    from ..defaults import DEFAULT_MODEL
+
+    if model is not None:
+        return model
+    if stored.model:
+        print(f"decoding {source} with its recorded model {stored.model!r} (pass --model to choose another)",
+              file=sys.stderr)
+        return stored.model
+    return DEFAULT_MODEL
 
 
 def model_view(tok, image, resize: bool):
@@ -168,11 +219,19 @@ def model_view(tok, image, resize: bool):
 
 
 def check_same_model(tok, stored: "StoredTokens", source: Path) -> None:
-    if stored.config_hash is None or stored.config_hash == tok.config.architecture_hash():
-        return
-    raise ValueError(f"{source} was encoded by model {stored.model!r} (config hash {stored.config_hash}), but the "
-                     f"loaded model {tok.name_or_path!r} has config hash {tok.config.architecture_hash()}; "
-                     f"decode with --model {stored.model}")
+    """Refuse tokens made by another model: by config hash, else by the recorded slots and id ranges."""
+    if stored.config_hash is not None and stored.config_hash != tok.config.architecture_hash():
+        raise ValueError(f"{source} was encoded by model {stored.model!r} (config hash {stored.config_hash}), but the "
+                         f"loaded model {tok.name_or_path!r} has config hash {tok.config.architecture_hash()}; "
+                         f"decode with --model {stored.model}")
+    if isinstance(stored.layout, dict):  # a hand-made or edited file may have a layout and no hash
+        expected = token_layout(tok)
+        differ = sorted(k for k in expected if k in stored.layout and stored.layout[k] != expected[k])
+        if differ:
+            raise ValueError(f"{source}: its token layout disagrees with model {tok.name_or_path!r} in "
+                             f"{', '.join(differ)} (file {[stored.layout[k] for k in differ]} vs model "
+                             f"{[expected[k] for k in differ]}); decode with the model that encoded it"
+                             + (f" (--model {stored.model})" if stored.model else ""))
 
 
 def decode_grids(tok, stored: "StoredTokens") -> list:
@@ -242,11 +301,17 @@ def npy_array(grids: list, sizes: list[tuple[int, int]], factor: int, resized: b
     return torch.stack(grids).numpy().astype("int64")
 
 
+# Token and image files are written through atomic_write: a crash, a full disk or an error halfway
+# leaves an existing file as it was, never a torn one.
 def write_npy(path: Path, array) -> None:
     import numpy as np
 
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.save would append ".npy" to the temp name
+            np.save(f, array, allow_pickle=False)
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, array, allow_pickle=False)
+    atomic_write(path, write)
 
 
 def write_token_file(path: Path, payload: dict[str, Any]) -> None:
@@ -254,12 +319,12 @@ def write_token_file(path: Path, payload: dict[str, Any]) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".pt":
-        torch.save(payload, path)
+        atomic_write(path, lambda tmp: torch.save(payload, tmp))
         return
     tokens = payload["tokens"]
     grids = tokens.unbind(0) if isinstance(tokens, torch.Tensor) else tokens
-    data = dict(payload, tokens=[g.tolist() for g in grids])
-    path.write_text(json.dumps(data) + "\n")
+    text = json.dumps(dict(payload, tokens=[g.tolist() for g in grids])) + "\n"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 @dataclass
@@ -272,6 +337,7 @@ class StoredTokens:
     resized: bool | None = None
     model: str | None = None
     config_hash: str | None = None
+    layout: dict | None = None
 
     def stems(self) -> list[str] | None:
         return [Path(p).stem for p in self.image_paths] if self.image_paths else None
@@ -326,8 +392,13 @@ def parse_token_data(raw: Any) -> StoredTokens:
     if isinstance(tokens, list) and not tokens:
         raise TokenError("the file holds no tokens")
     grids = [_one_grid(t, i) for i, t in enumerate(tokens)] if _is_grid_list(tokens) else split_grids(tokens)
-    stored = StoredTokens(grids=grids, resized=raw.get("resized"), model=raw.get("model"),
-                          config_hash=raw.get("config_hash"))
+    model, layout = raw.get("model"), raw.get("layout")
+    if model is not None and not isinstance(model, str):
+        raise TokenError(f"'model' must be a string, got {type(model).__name__}")
+    if layout is not None and not isinstance(layout, dict):
+        raise TokenError(f"'layout' must be an object, got {type(layout).__name__}")
+    stored = StoredTokens(grids=grids, resized=raw.get("resized"), model=model,
+                          config_hash=raw.get("config_hash"), layout=layout)
     if raw.get("image_paths") is not None:
         stored.image_paths = [str(p) for p in _per_image(raw["image_paths"], len(grids), "image_paths")]
     if raw.get("image_sizes") is not None:
@@ -437,5 +508,8 @@ def output_paths(output: Path, count: int, stems: list[str] | None) -> list[Path
 
 
 def save_image(image, path: Path) -> None:
+    from PIL import Image
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
+    fmt = Image.registered_extensions()[path.suffix.lower()]  # the temp name has no image suffix
+    atomic_write(path, lambda tmp: image.save(tmp, format=fmt))

@@ -68,17 +68,33 @@ def _is_json(path: Path) -> bool:
     return path.name.endswith(".json") or path.name.endswith(".json.gz")
 
 
-def _clean_lines(lines: Iterator[str]) -> Iterator[str]:
-    for line in lines:
-        line = line.strip()
-        if line:
-            yield line
+#: Longest line accepted as a caption. Lines are read with this bound, so a file (or a gzip bomb)
+#: that decompresses to one endless line costs this much memory, not the whole file.
+MAX_LINE_CHARS = 1 << 20
+
+
+def iter_text_captions(path: str | os.PathLike, max_line_chars: int = MAX_LINE_CHARS) -> Iterator[str]:
+    """Stream the captions of a text file, one per line; ``.gz`` files are decompressed as they are
+    read, a block at a time, never whole."""
+    path = Path(path)
+    with _open_text(path) as f:
+        number = 0
+        while True:
+            line = f.readline(max_line_chars + 1)
+            if not line:
+                return
+            number += 1
+            if len(line) > max_line_chars and not line.endswith("\n"):
+                raise ValueError(f"{path}: line {number} is longer than {max_line_chars:,} characters; "
+                                 "a caption file has one caption per line")
+            line = line.strip()
+            if line:
+                yield line
 
 
 def read_text_captions(path: str | os.PathLike) -> list[str]:
-    """One caption per line; ``.gz`` files are decompressed on the fly."""
-    with _open_text(Path(path)) as f:
-        return list(_clean_lines(f))
+    """One caption per line; ``.gz`` files are streamed (see iter_text_captions)."""
+    return list(iter_text_captions(path))
 
 
 def read_coco_captions(path: str | os.PathLike) -> list[str]:

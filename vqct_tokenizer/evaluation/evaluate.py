@@ -28,9 +28,10 @@ from ..image_io import list_image_paths, load_image, pil_to_tensor, resize_to
 from ..tokenizer import VQCTTokenizer
 from .external import load_external
 from .features import FDMeter, effnet_available, load_effnet_lite0
+from .jpeg_anchor import JpegAnchor
 from .metrics import SSIM_K1, SSIM_K2, SSIM_SIGMA, SSIM_WINDOW, FidelityMeter
 from .plots import save_recon_grid, save_usage_plot
-from .usage import CodeUsage
+from .usage import CodeUsage, cell_bits
 
 REPORT_VERSION = 1
 GRID_IMAGES = 8
@@ -162,7 +163,7 @@ def method_notes(fidelity: FidelityMeter) -> dict[str, Any]:
 def evaluate(model: str | Path | VQCTTokenizer, data: str | Path, *, resolution: int | None = None,
              limit: int | None = None, stride: int = 1, batch_size: int = 16, report_path: str | Path | None = None,
              device: str | torch.device | None = "auto", compute_fd: bool = True, external: bool = True,
-             progress: bool = True) -> dict[str, Any]:
+             progress: bool = True, jpeg_anchor: bool = False) -> dict[str, Any]:
     """Evaluate ``model`` on the images of ``data``; returns the report (and writes it when
     ``report_path`` is given, with ``<stem>_grid.png`` and ``<stem>_usage.png`` beside it).
 
@@ -174,6 +175,8 @@ def evaluate(model: str | Path | VQCTTokenizer, data: str | Path, *, resolution:
         stride: every K-th image only (before ``limit``).
         compute_fd: FD-EffNetL0 (skipped, with the reason, when EfficientNet-Lite0 is not installed).
         external: try rFID and LPIPS (skipped, with the reason, when packages or weights are missing).
+        jpeg_anchor: also score JPEG at the tokenizer's bits per image (see evaluation/jpeg_anchor.py)
+            on the same images, with PSNR, SSIM, MS-SSIM and FD-EffNetL0.
     """
     start = time.perf_counter()
     dev = resolve_device(device)
@@ -203,6 +206,11 @@ def evaluate(model: str | Path | VQCTTokenizer, data: str | Path, *, resolution:
         skipped.update({name: "disabled (--no-external)" for name in EXTERNAL_METRICS})
 
     fidelity, usage = FidelityMeter(), CodeUsage(tok.config)
+    jpeg = jpeg_fidelity = jpeg_fd = None
+    if jpeg_anchor:
+        jpeg = JpegAnchor(cell_bits(tok.config.groups, ordered=False), tok.downsample_factor)
+        jpeg_fidelity = FidelityMeter()
+        jpeg_fd = FDMeter(meters["fd_effnet_l0"].model) if "fd_effnet_l0" in meters else None
     grid_real: list[torch.Tensor] = []
     grid_recon: list[torch.Tensor] = []
     unreadable: list[str] = []
@@ -215,6 +223,11 @@ def evaluate(model: str | Path | VQCTTokenizer, data: str | Path, *, resolution:
             fidelity.update(real, recon)
             for meter in meters.values():
                 meter.update(real, recon)
+            if jpeg is not None:
+                jpeg_recon = jpeg.reconstruct(real)
+                jpeg_fidelity.update(real, jpeg_recon)
+                if jpeg_fd is not None:
+                    jpeg_fd.update(real, jpeg_recon)
             take = GRID_IMAGES - len(grid_real)
             grid_real.extend(real[:take])
             grid_recon.extend(recon[:take])
@@ -247,6 +260,10 @@ def evaluate(model: str | Path | VQCTTokenizer, data: str | Path, *, resolution:
         "timing": {"wall_s": wall, "images_per_s": fidelity.count / wall},
         "files": {},
     }
+    if jpeg is not None:
+        report["jpeg_anchor"] = {"metrics": {**jpeg_fidelity.compute(),
+                                             "fd_effnet_l0": _finish(jpeg_fd) if jpeg_fd is not None else None},
+                                 **jpeg.summary()}
     if report_path is not None:
         write_outputs(report, Path(report_path), usage, grid_real, grid_recon)
     return report

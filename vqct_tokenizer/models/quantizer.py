@@ -7,6 +7,11 @@ VQCT's dual quantizer is two groups over one (A+N)×D codebook:
 
 A plain VQGAN is one group with k=1. The codebook is an argument, not a parameter: in training it is
 recomputed by the transfer network every step, at inference it is a fixed buffer.
+
+With ``normalize=True`` (``VQCTConfig.normalize_codes``, the cosine lookup) each group's latent and
+every code are l2-normalised, so nearest means smallest angle. The latent is normalised once, in
+``VQAutoencoder.encode_latent`` (so training losses see the same unit vectors); the codebook is
+normalised here, in both ``encode`` and ``lookup``, so a codebook that is not unit-norm still works.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 
 from ..config import CodeGroup
 
@@ -36,10 +42,24 @@ def nearest_codes(z: torch.Tensor, codes: torch.Tensor, k: int) -> torch.Tensor:
 class GroupedQuantizer(torch.nn.Module):
     """Quantizes (B, G·D, h, w) latents group by group; returns ids (B, h, w, Σk)."""
 
-    def __init__(self, groups: Sequence[CodeGroup], dim: int) -> None:
+    def __init__(self, groups: Sequence[CodeGroup], dim: int, normalize: bool = False) -> None:
         super().__init__()
         self.groups = tuple(groups)
         self.dim = dim
+        self.normalize = normalize
+
+    def normalize_latent(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, G·D, h, w) -> the same with each group's D channels l2-normalised (cosine lookup only)."""
+        if not self.normalize:
+            return z
+        b, c, h, w = z.shape
+        # norms in float32 (a bf16 sum of squares over D channels is coarse), result in z's dtype
+        unit = F.normalize(z.float().reshape(b, len(self.groups), self.dim, h, w), dim=2)
+        return unit.reshape(b, c, h, w).to(z.dtype)
+
+    def codes(self, codebook: torch.Tensor) -> torch.Tensor:
+        """The codebook rows as the search and the lookup use them: unit-norm under the cosine lookup."""
+        return F.normalize(codebook, dim=1) if self.normalize else codebook
 
     @property
     def tokens_per_cell(self) -> int:
@@ -51,6 +71,7 @@ class GroupedQuantizer(torch.nn.Module):
         if c != self.dim * len(self.groups):
             raise ValueError(f"latent has {c} channels, quantizer expects {self.dim * len(self.groups)}")
         flat = z.permute(0, 2, 3, 1).reshape(-1, c)  # (P, G·D), P = B·h·w
+        codebook = self.codes(codebook)
         ids = []
         for gi, g in enumerate(self.groups):
             part = flat[:, gi * self.dim:(gi + 1) * self.dim]
@@ -60,6 +81,7 @@ class GroupedQuantizer(torch.nn.Module):
     def lookup(self, ids: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
         """ids (B, h, w, Σk) -> quantized latent (B, G·D, h, w): each group's codes averaged."""
         parts, col = [], 0
+        codebook = self.codes(codebook)
         for g in self.groups:
             vecs = codebook[ids[..., col:col + g.k]]  # (B, h, w, k, D)
             parts.append(vecs.mean(dim=-2))

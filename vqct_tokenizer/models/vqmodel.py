@@ -22,11 +22,14 @@ class VQAutoencoder(nn.Module):
         self.quant_conv = nn.Conv2d(cfg.z_channels, cfg.embed_channels, 1)  # z_channels -> G·D
         self.post_quant_conv = nn.Conv2d(cfg.embed_channels, cfg.z_channels, 1)  # G·D -> z_channels
         self.decoder = Decoder(cfg)
-        self.quantizer = GroupedQuantizer(cfg.groups, cfg.codebook_dim)
+        self.quantizer = GroupedQuantizer(cfg.groups, cfg.codebook_dim, cfg.normalize_codes)
 
     def encode_latent(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) in [-1, 1] -> pre-quantization latent (B, G·D, H/f, W/f)."""
-        return self.quant_conv(self.encoder(x))
+        """(B, 3, H, W) in [-1, 1] -> pre-quantization latent (B, G·D, H/f, W/f).
+
+        Under the cosine lookup (``normalize_codes``) each group's D channels come out unit-norm.
+        """
+        return self.quantizer.normalize_latent(self.quant_conv(self.encoder(x)))
 
     def decode_latent(self, z_q: torch.Tensor) -> torch.Tensor:
         """(B, G·D, h, w) -> (B, 3, h·f, w·f) in about [-1, 1]."""

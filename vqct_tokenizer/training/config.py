@@ -35,6 +35,14 @@ DEFAULTS: dict[str, Any] = {
         # export ships, and 99% of nearest-code choices change (tests/test_transfer.py).
         "gcn_dropout": 0.0,
         "num_codes": 1024,         # vq only
+        # Learned-codebook baselines (source=learned only; training/learned_codebook.py). All off by default.
+        "learned_init": "uniform",  # uniform (taming's U(-1/K, 1/K)) | kmeans (on the first batch's latents)
+        "ema_decay": 0.0,           # 0: codes trained by the codebook loss; e.g. 0.99: EMA of assigned latents
+        "restart_dead_after": 0,    # re-init a code unused for this many steps to a batch latent; 0: never
+        "simvq": False,             # codebook = frozen random C @ learned linear map W (SimVQ)
+        # l2-normalised latents and codes, nearest by angle (any source; the exported tokenizer does the
+        # same). With a small model.codebook_dim (8-32) this is ViT-VQGAN's low-dimensional lookup.
+        "cosine": False,
     },
     "loss": {
         "recon": "l1", "perceptual": "effnet", "perceptual_weight": 1.0,
@@ -136,5 +144,43 @@ def validate(cfg: dict[str, Any]) -> None:
             raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
     if cb["quantizer"] == "vq" and cb["source"] != "learned":
         raise ValueError("codebook.quantizer=vq learns its codebook: set codebook.source=learned")
+    _validate_learned_options(cb)
     if cfg["optim"]["batch_size"] < 1 or cfg["optim"]["steps"] < 0:
         raise ValueError("optim.batch_size must be >= 1 and optim.steps >= 0")
+
+
+def _validate_learned_options(cb: dict[str, Any]) -> None:
+    if cb["learned_init"] not in ("uniform", "kmeans"):
+        raise ValueError(f"codebook.learned_init must be one of ('uniform', 'kmeans'), got {cb['learned_init']!r}")
+    ema = cb["ema_decay"]
+    if isinstance(ema, bool) or not isinstance(ema, (int, float)) or not 0.0 <= ema < 1.0:
+        raise ValueError(f"codebook.ema_decay must be a number in [0, 1) (0 = off), got {ema!r}")
+    restart = cb["restart_dead_after"]
+    if isinstance(restart, bool) or not isinstance(restart, int) or restart < 0:
+        raise ValueError(f"codebook.restart_dead_after must be an integer >= 0 (0 = off), got {restart!r}")
+    for key in ("simvq", "cosine"):
+        if not isinstance(cb[key], bool):
+            raise ValueError(f"codebook.{key} must be true or false, got {cb[key]!r}")
+    learned_options = [name for name, on in (("learned_init=kmeans", cb["learned_init"] == "kmeans"),
+                                             ("ema_decay", ema > 0), ("restart_dead_after", restart > 0),
+                                             ("simvq", cb["simvq"])) if on]
+    if learned_options and cb["source"] != "learned":
+        raise ValueError(f"codebook.{learned_options[0]} shapes a learned codebook: set codebook.source=learned")
+    if cb["simvq"] and len(learned_options) > 1:
+        # SimVQ's codes are C @ W: no single row can be set (k-means, restart) or averaged (EMA) on its own
+        raise ValueError("codebook.simvq cannot be combined with learned_init=kmeans, ema_decay or restart_dead_after")
+
+
+def complete_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A config saved by an older version (a checkpoint's) with the keys added since filled from DEFAULTS."""
+    out = copy.deepcopy(DEFAULTS)
+    _fill(out, cfg)
+    return out
+
+
+def _fill(base: dict[str, Any], new: dict[str, Any]) -> None:
+    for key, value in new.items():
+        if isinstance(base.get(key), dict) and isinstance(value, dict):
+            _fill(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from ..image_io import list_image_paths
+from ..image_io import check_pixel_limit, list_image_paths
 
 CROPS = ("resize", "center", "random", "random_resized")
 
@@ -48,6 +48,8 @@ class ImageDataset(Dataset):
         rng = random.Random(aug_seed)
         r = self.resolution
         with Image.open(self.files[index]) as img:
+            # the limit inference applies (image_io.load_image), checked before any pixel is decoded
+            check_pixel_limit(img, self.files[index])
             if self.crop != "random_resized":  # a crop at native scale needs every pixel
                 img.draft("RGB", (r, r))  # JPEG: decode at reduced scale directly, much faster
             img = img.convert("RGB")

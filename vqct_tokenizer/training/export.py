@@ -8,14 +8,14 @@ import torch
 
 from ..tokenizer import VQCTTokenizer
 from .checkpoint import load_checkpoint
-from .config import validate
+from .config import complete_config, validate
 from .model import VQCTTrainModel, build_model
 
 
 def model_from_checkpoint(path: str | Path) -> VQCTTrainModel:
     path = Path(path)
     state = load_checkpoint(path)
-    cfg = state["config"]
+    cfg = complete_config(state["config"])  # a checkpoint from an older version lacks newer (off) options
     validate(cfg)
     kept_prior = (path if path.is_dir() else path.parent) / "prior"
     model = build_model(cfg, prior_dir=kept_prior if kept_prior.is_dir() else None)
@@ -28,6 +28,8 @@ def tokenizer_from_model(model: VQCTTrainModel) -> VQCTTokenizer:
     tok = VQCTTokenizer(model.config, model.vocab)
     tok.model.load_state_dict(model.autoencoder.state_dict())
     with torch.no_grad():
+        # whatever the source is (transfer network in eval mode, learned / EMA codes, SimVQ's C @ W),
+        # its output now is the frozen codebook; unit rows under the cosine lookup
         tok.codebook.copy_(model.codebook().float())
     return tok
 

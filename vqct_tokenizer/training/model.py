@@ -7,12 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import VQCTConfig
 from ..models import VQAutoencoder
+from .learned_codebook import LEARNED_OPTION_DEFAULTS, build_learned_codebook
 from .losses import quantization_loss, straight_through
-from .transfer import CodebookTransfer, LearnedCodebook, normalized_adjacency, prepare_word_vectors
+from .transfer import CodebookTransfer, normalized_adjacency, prepare_word_vectors
 
 
 @dataclass
@@ -22,6 +24,7 @@ class ForwardOutput:
     q_loss: torch.Tensor
     codebook_loss: torch.Tensor
     commitment_loss: torch.Tensor
+    latent: torch.Tensor          # (B, G·D, h, w) the encoder output that was quantized, detached
 
 
 class VQCTTrainModel(nn.Module):
@@ -35,16 +38,21 @@ class VQCTTrainModel(nn.Module):
         self.beta = beta
 
     def codebook(self) -> torch.Tensor:
-        return self.codebook_source()
+        """(K, D): the codebook the quantizer uses and export bakes (unit rows under the cosine lookup)."""
+        codebook = self.codebook_source()
+        return F.normalize(codebook, dim=1) if self.config.normalize_codes else codebook
 
     def forward(self, x: torch.Tensor) -> ForwardOutput:
         ae = self.autoencoder
         codebook = self.codebook()
-        z = ae.encode_latent(x)                      # (B, G·D, h, w)
+        z = ae.encode_latent(x)                      # (B, G·D, h, w), unit-norm per group if cosine
+        if self.training and getattr(self.codebook_source, "pending_init", False):
+            self.codebook_source.init_from_latents(z.detach())  # k-means start on the first batch
+            codebook = self.codebook()
         z_q, ids = ae.quantizer(z, codebook)         # z_q differentiable w.r.t. the codebook only
         q_loss, cb_loss, commit = quantization_loss(z, z_q, self.beta, len(ae.quantizer.groups))
         rec = ae.decode_latent(straight_through(z, z_q))
-        return ForwardOutput(rec, ids, q_loss, cb_loss, commit)
+        return ForwardOutput(rec, ids, q_loss, cb_loss, commit, z.detach())
 
     @torch.no_grad()
     def encode_ids(self, x: torch.Tensor) -> torch.Tensor:
@@ -72,11 +80,14 @@ def build_model(cfg: dict[str, Any], prior_dir: str | Path | None = None) -> VQC
     cb, m = cfg["codebook"], cfg["model"]
     arch = {k: m[k] for k in ("resolution", "ch", "ch_mult", "num_res_blocks", "attn_resolutions",
                               "mid_attention", "z_channels", "codebook_dim", "norm_groups", "dropout")}
+    arch["normalize_codes"] = bool(cb.get("cosine", False))
     provenance = {"training": {k: cb[k] for k in ("quantizer", "source", "transfer", "pos", "word_vectors",
                                                   "edge_weight", "adjacency_norm", "center_words")}}
+    # learned-codebook options go into the provenance only when on: exports of other configs are unchanged
+    provenance["training"].update({k: cb[k] for k, off in LEARNED_OPTION_DEFAULTS.items() if cb.get(k, off) != off})
     if cb["quantizer"] == "vq":
         config = VQCTConfig(**arch, quantizer="vq", num_codes=int(cb["num_codes"]), extra=provenance)
-        return VQCTTrainModel(config, LearnedCodebook(config.num_codes, config.codebook_dim), None, cfg["loss"]["beta"])
+        return VQCTTrainModel(config, build_learned_codebook(cb, config), None, cfg["loss"]["beta"])
 
     from ..codebook.prior import load_prior
 
@@ -86,7 +97,7 @@ def build_model(cfg: dict[str, Any], prior_dir: str | Path | None = None) -> VQC
     config = VQCTConfig(**arch, quantizer="dual", num_adjectives=a, num_nouns=n, k_adjectives=int(m["k_adjectives"]),
                         shared_codebook=cb["pos"] == "single", extra=provenance)
     if cb["source"] == "learned":  # rate-matched VQGAN: the dual structure, codebooks from scratch
-        return VQCTTrainModel(config, LearnedCodebook(a + n, config.codebook_dim), None, cfg["loss"]["beta"])
+        return VQCTTrainModel(config, build_learned_codebook(cb, config), None, cfg["loss"]["beta"])
 
     words = torch.cat([prior.adjective_embeddings, prior.noun_embeddings])  # (A+N, E)
     if cb["word_vectors"] == "random":

@@ -12,8 +12,9 @@ Resume the latest checkpoint in run.out_dir:
 
 Each step: encoder -> dual quantizer over the codebook the transfer network produces now ->
 decoder; loss = L1 + perceptual + codebook + beta·commitment (+ adaptive-weighted hinge GAN after
-loss.disc_start); then one discriminator step. Checkpoints hold everything needed to continue the
-same run bit for bit on the same hardware: models, optimizers, scaler, step, RNG states, data position.
+loss.disc_start); learned codebooks with EMA codes or dead-code restarts then update their codes
+outside the gradient (training/learned_codebook.py); then one discriminator step. Checkpoints hold
+everything needed to continue the same run bit for bit on the same hardware: models, optimizers, scaler, step, RNG states, data position.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from torch.utils.data import DataLoader
 from .checkpoint import find_latest, load_checkpoint, save_checkpoint
 from .data import ImageDataset, ResumableSampler
 from .discriminator import PatchDiscriminator
+from .learned_codebook import LEARNED_OPTION_DEFAULTS
 from .losses import adaptive_weight, hinge_d_loss, reconstruction_loss
 from .model import build_model, resolve_prior_dir
 from .perceptual import build_perceptual
@@ -138,7 +140,8 @@ def train(cfg: dict[str, Any], resume: bool = False, max_steps: int | None = Non
               f"precision {precision} | channels_last {bool(run['channels_last'])} | batch {optim_cfg['batch_size']} | "
               f"{len(dataset)} images, crop {cfg['data']['crop']} {cfg['model']['resolution']}px | "
               f"{n_params / 1e6:.2f} M trainable | codebook {cfg['codebook']['quantizer']}/{cfg['codebook']['source']}"
-              f"/{cfg['codebook']['transfer']} | step {step} of {int(optim_cfg['steps'])}", flush=True)
+              f"/{cfg['codebook']['transfer']}{_learned_options(cfg['codebook'])} | step {step} of {int(optim_cfg['steps'])}",
+              flush=True)
     log = _Logger(out, is_main)
     usage = UsageWindow(model.config, run["usage_window"])
     total_steps = int(optim_cfg["steps"]) if max_steps is None else min(int(optim_cfg["steps"]), step + int(max_steps))
@@ -186,6 +189,11 @@ def train(cfg: dict[str, Any], resume: bool = False, max_steps: int | None = Non
                 torch.nn.utils.clip_grad_norm_(model.parameters(), optim_cfg["grad_clip"])
             scaler.step(opt_g)
 
+            # ---------------- codebook upkeep outside the gradient (learned_codebook.py): EMA codes,
+            # dead-code restarts. Only learned codebooks with those options have the hook.
+            if hasattr(model.codebook_source, "after_step"):
+                model.codebook_source.after_step(fwd.latent, fwd.ids)
+
             # ---------------- discriminator step
             d_loss = rec_loss.new_zeros(())
             if gan_on:
@@ -228,6 +236,12 @@ def train(cfg: dict[str, Any], resume: bool = False, max_steps: int | None = Non
     bar.close()
     log.close()
     return out
+
+
+def _learned_options(cb: dict[str, Any]) -> str:
+    """The learned-codebook options that are on, for the header line ("" when none is)."""
+    on = [f"{k}={cb[k]}" for k, off in LEARNED_OPTION_DEFAULTS.items() if cb.get(k, off) != off]
+    return f" ({', '.join(on)})" if on else ""
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
