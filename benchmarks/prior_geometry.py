@@ -1,6 +1,14 @@
-"""How spread out are the prior's word vectors? Language-model vectors against the random-prior ablation's.
+"""How spread out are the prior's word vectors, and the codebooks made from them?
 
-    python benchmarks/prior_geometry.py [--prior DIR] [-o benchmarks/results/prior_geometry.json]
+    python benchmarks/prior_geometry.py [--prior DIR] [--models NAME_OR_DIR ...] [-o benchmarks/results/prior_geometry.json]
+
+Three parts:
+* the word vectors: language-model vectors against the random-prior ablation's;
+* fresh transfer networks (three seeds, D = 64): the participation ratio and top-component share of
+  the adjective and noun codes for each adjacency normalisation (``row``, the default, and ``sym``,
+  the old one) and edge weighting;
+* every trained model (all shipped weights, plus ``--models``): the same two figures for its
+  exported adjective and noun codes.
 
 The random-prior variant (``faces64-randomprior``) feeds the GCN frozen Gaussian vectors of the same
 shape and average norm (seeded as in training: run.seed + 12345). This prints, for both sets, the
@@ -29,12 +37,56 @@ def geometry(vectors: torch.Tensor) -> dict[str, float]:
             "dims": x.shape[1], "words": x.shape[0]}
 
 
+def code_geometry(codes: torch.Tensor) -> dict[str, float]:
+    from vqct_tokenizer.training.transfer import participation_ratio, top_component_share
+
+    return {"participation_ratio": participation_ratio(codes), "top_component_share": top_component_share(codes),
+            "dims": codes.shape[1], "codes": codes.shape[0]}
+
+
+def fresh_transfer(prior, dim: int = 64, seeds: int = 3) -> list[dict]:
+    from vqct_tokenizer.training.transfer import CodebookTransfer, normalized_adjacency
+
+    words = torch.cat([prior.adjective_embeddings, prior.noun_embeddings])
+    a, n = prior.num_adjectives, prior.num_nouns
+    rows = []
+    for norm in ("row", "sym"):
+        for edge in ("count", "log", "binary"):
+            adj = normalized_adjacency(prior.edge_index(), prior.edge_weight(), a, n, edge, norm)
+            per_seed = []
+            for seed in range(seeds):
+                torch.manual_seed(seed)
+                codes = CodebookTransfer(words, dim, "gcn", adj).eval()().detach()
+                per_seed.append((code_geometry(codes[:a]), code_geometry(codes[a:])))
+            rows.append({"adjacency_norm": norm, "edge_weight": edge, "seeds": seeds, "dim": dim,
+                         **{f"{group}_{k}": sum(s[i][k] for s in per_seed) / seeds
+                            for i, group in enumerate(("adjective", "noun"))
+                            for k in ("participation_ratio", "top_component_share")}})
+    return rows
+
+
+def trained_models(extra: list[str]) -> list[dict]:
+    from vqct_tokenizer import VQCTTokenizer
+    from vqct_tokenizer.defaults import shipped_names
+
+    rows = []
+    for name in [*shipped_names(), *extra]:
+        tok = VQCTTokenizer.from_pretrained(name)
+        codes = tok.codebook.detach().float()
+        row = {"model": name, "quantizer": tok.config.quantizer}
+        for g in tok.config.groups:
+            row[g.name] = code_geometry(codes[g.code_start:g.code_end])
+        rows.append(row)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     from vqct_tokenizer.codebook.prior import default_prior_path, load_prior
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prior", help="prior folder (default: the shipped prior)")
     parser.add_argument("--seed", type=int, default=0, help="run.seed of the random-prior run")
+    parser.add_argument("--models", nargs="*", default=[], help="more tokenizer folders or names to measure")
     parser.add_argument("-o", "--output")
     args = parser.parse_args(argv)
     prior = load_prior(args.prior or default_prior_path())
@@ -47,6 +99,19 @@ def main(argv: list[str] | None = None) -> int:
         r = report[name]
         print(f"{name:<9} {r['words']} words x {r['dims']} dims: mean pairwise cosine {r['mean_pairwise_cosine']:.3f}, "
               f"participation ratio {r['participation_ratio']:.1f}")
+    report["fresh_transfer"] = fresh_transfer(prior)
+    print("\nfresh transfer network (mean of 3 seeds, D=64): participation ratio / top-component share")
+    for r in report["fresh_transfer"]:
+        print(f"  adjacency {r['adjacency_norm']:<4} edges {r['edge_weight']:<7} adjectives "
+              f"{r['adjective_participation_ratio']:5.1f} / {r['adjective_top_component_share']:.3f}   nouns "
+              f"{r['noun_participation_ratio']:5.1f} / {r['noun_top_component_share']:.3f}")
+    report["trained"] = trained_models(args.models)
+    print("\ntrained models: participation ratio / top-component share of the exported codes")
+    for r in report["trained"]:
+        groups = [k for k in ("adjective", "noun", "code") if k in r]
+        print(f"  {r['model']:<24} " + "   ".join(
+            f"{g} {r[g]['participation_ratio']:5.1f} / {r[g]['top_component_share']:.3f} (of {r[g]['dims']} dims)"
+            for g in groups))
     if args.output:
         Path(args.output).write_text(json.dumps(report, indent=2, default=str) + "\n")
     return 0

@@ -4,6 +4,9 @@ through ``train()`` and exports a tokenizer whose tokens equal the training mode
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -297,6 +300,49 @@ def test_strong_combination_resumes_bit_for_bit(tiny_prior, image_dir, tmp_path)
     assert {"codebook_source.cluster_size", "codebook_source.unused_steps", "codebook_source.initialized"} <= set(a["model"])
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), f"{k} differs after resume"
+
+
+DDP_OPTIONS = {
+    # EMA codes are buffers: the all-reduced statistics keep them identical
+    "strong": [*LAYOUTS["rate-matched"], *OPTIONS["strong"]],
+    # gradient-trained codes are parameters, which DDP never re-broadcasts: restarts must copy rank 0's
+    # latents (64 codes for 2 x 64 latents per rank: some go unused every step)
+    "kmeans-restart": [*LAYOUTS["vqgan"], "codebook.num_codes=64", "codebook.learned_init=kmeans",
+                       "codebook.restart_dead_after=1"],
+}
+
+
+@pytest.mark.parametrize("option", sorted(DDP_OPTIONS))
+def test_ddp_two_ranks_keep_upkept_codebooks_identical(option, tiny_prior, image_dir, tmp_path):
+    """torchrun, gloo, 2 ranks, each its own half-batch: all-reduced EMA statistics and rank 0's
+    k-means centres and restart latents keep every rank's codebook (and everything else) identical."""
+    script = tmp_path / "ddp_train.py"
+    script.write_text(
+        "import os, sys, torch\n"
+        "from vqct_tokenizer.training.config import load_config\n"
+        "from vqct_tokenizer.training import trainer\n"
+        "cfg = load_config(None, sys.argv[1:])\n"
+        "captured = {}\n"
+        "orig = trainer.build_model\n"
+        "def spy(c, **kw):\n"
+        "    m = orig(c, **kw); captured['m'] = m; return m\n"
+        "trainer.build_model = spy\n"
+        "trainer.train(cfg)\n"
+        "torch.save({k: v.detach().clone() for k, v in captured['m'].state_dict().items()},\n"
+        "           os.path.join(cfg['run']['out_dir'], f\"rank{os.environ['RANK']}.pt\"))\n")
+    out = tmp_path / "ddp"
+    overrides = ["model.resolution=16", "model.ch=8", "model.ch_mult=[1,2]", "model.num_res_blocks=1",
+                 "model.attn_resolutions=[8]", "model.z_channels=8", "model.codebook_dim=4", "model.norm_groups=4",
+                 f"codebook.prior={tiny_prior}", "loss.perceptual=none", "loss.disc_start=100", f"data.train={image_dir}",
+                 "data.workers=0", "optim.batch_size=4", "optim.steps=3", "run.ckpt_every=3", "run.image_every=0",
+                 "run.threads=1", f"run.out_dir={out}", *DDP_OPTIONS[option]]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), *overrides]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    r0, r1 = torch.load(out / "rank0.pt", weights_only=True), torch.load(out / "rank1.pt", weights_only=True)
+    assert bool(r0["codebook_source.initialized"])
+    for k in r0:
+        assert torch.equal(r0[k], r1[k]), f"{k} differs between ranks"
 
 
 def test_checkpoint_from_before_the_options_still_exports(tiny_prior, image_dir, tmp_path):

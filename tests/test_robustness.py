@@ -31,7 +31,8 @@ from safetensors.numpy import load_file, save_file
 from vqct_tokenizer import load_token_dataset
 from vqct_tokenizer.cli import main
 from vqct_tokenizer.dataset import encode_dataset
-from vqct_tokenizer.errors import ImageError, TokenError
+from vqct_tokenizer import VQCTTokenizer
+from vqct_tokenizer.errors import CellLimitError, ImageError, PixelLimitError, TokenError
 from vqct_tokenizer.training.checkpoint import list_checkpoints, load_checkpoint
 
 # the tiny model and its fixtures are shared with the dataset tests
@@ -177,6 +178,7 @@ def test_hostile_file_through_the_api_and_vqct_encode(kind, tok, model, tmp_path
     assert vqct("encode", path, "-o", tmp_path / "t.pt", "--model", model) == 2
     err = one_line_error(capsys, "encode")
     assert REASONS[kind] in err and path.name in err
+    assert "PIL" not in err  # a CLI user is told about --max-pixels, never a Python global
     assert not (tmp_path / "t.pt").exists()
 
 
@@ -373,3 +375,463 @@ def test_broken_model_is_a_one_line_error(command, kind, message, model, token_d
     assert message in one_line_error(capsys, command)
     assert not marker.exists()
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------- bounded work: native encode
+def test_native_encode_refuses_an_image_over_the_pixel_limit(tok):
+    # f = 2: 40x40 is exactly 1600 pixels; 40x41 is padded to 40x42 = 1680, and padding counts
+    assert tuple(tok.encode(random_image(40, 40), resize=False, max_native_pixels=1600).shape) == (20, 20, 3)
+    with pytest.raises(PixelLimitError, match=r"image 0: 41x40 image \(42x40 after padding to a multiple of 2, "
+                                              r"1,680 pixels\) is over the native-size limit of 1,600 pixels.*"
+                                              r"max_native_pixels=N"):
+        tok.encode(random_image(40, 41), resize=False, max_native_pixels=1600)
+    # resize=True is not limited by it: the encoder sees config.resolution pixels
+    assert tuple(tok.encode(random_image(40, 41), max_native_pixels=1600).shape) == (8, 8, 3)
+
+
+def test_native_encode_default_limit_is_2048_squared(tok):
+    assert tok.max_native_pixels == 2048 * 2048
+    wide = np.zeros((2048, 2050, 3), dtype=np.uint8)  # refused before any encoder work: this test is fast
+    with pytest.raises(PixelLimitError, match="4,198,400 pixels.*limit of 4,194,304 pixels"):
+        tok.encode(wide, resize=False)
+    small = VQCTTokenizer(tok.config)
+    small.max_native_pixels = 100  # the attribute, per tokenizer
+    with pytest.raises(PixelLimitError, match="limit of 100 pixels"):
+        small.encode(random_image(12, 12), resize=False)
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_native_limit_names_the_file_and_lets_big_files_through_when_raised(tok, tmp_path, monkeypatch):
+    path = tmp_path / "big.png"
+    random_image(40, 40).save(path)
+    with pytest.raises(PixelLimitError, match="big.png: 40x40 image"):
+        tok.encode(path, resize=False, max_native_pixels=1000)
+    # a file above PIL's own limit: refused at --resize, read when the native limit is raised past it
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(PixelLimitError, match="limit 1,000"):
+        tok.encode(path)
+    assert tuple(tok.encode(path, resize=False, max_native_pixels=2000).shape) == (20, 20, 3)
+    assert Image.MAX_IMAGE_PIXELS == 1000  # PIL's global is restored
+
+
+def test_decode_refuses_a_grid_over_the_cell_limit(tok):
+    ids = torch.tensor([0, 1, 6])
+    huge = ids.expand(1, 2000, 2000, 3)  # a view: no 96 MB of ids, and decode must not ask for 4000x4000
+    with pytest.raises(CellLimitError, match=r"2000x2000 token grid \(4,000,000 cells\) would decode to a 4000x4000 "
+                                             r"image; the limit is 1,048,576 cells.*max_cells=N"):
+        tok.decode(huge)
+    grid = ids.expand(11, 10, 3)
+    with pytest.raises(CellLimitError, match="the limit is 100 cells"):
+        tok.decode(grid, max_cells=100)
+    assert tok.decode(grid, max_cells=110).size == (20, 22)
+    # by default whatever native encode accepts, decode accepts: max_native_pixels / f**2 cells
+    small = VQCTTokenizer(tok.config)
+    small.max_native_pixels = 400
+    assert small.decode(ids.expand(10, 10, 3)).size == (20, 20)
+    with pytest.raises(CellLimitError, match="limit is 100 cells"):
+        small.decode(ids.expand(10, 11, 3))
+    assert small.reconstruct(random_image(30, 30), resize=False, max_native_pixels=900).size == (30, 30)
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_cli_native_flags_raise_the_limits_and_name_themselves(model, tmp_path, capsys):
+    image = tmp_path / "img.png"
+    random_image(39, 40).save(image)  # 40x39 = 1560 pixels, padded to 40x40 = 1600 (f = 2)
+    out = tmp_path / "t.pt"
+    out.write_bytes(b"earlier work")
+    pil_limit = Image.MAX_IMAGE_PIXELS
+    for command, extra in (("encode", ["-o", out]), ("describe", []), ("reconstruct", ["-o", tmp_path / "r.png"])):
+        for max_pixels, message in ((1000, "40x39 = 1,560 pixels, limit 1,000"),  # --max-pixels limits reading too
+                                    (1580, "40x39 image (40x40 after padding to a multiple of 2, 1,600 pixels) is "
+                                           "over the native-size limit of 1,580 pixels")):
+            assert vqct(command, image, *extra, "--native", "--max-pixels", max_pixels, "--model", model) == 2
+            err = one_line_error(capsys, command)
+            assert "img.png: " in err and message in err and "rerun with --max-pixels N" in err, err
+            assert "max_native_pixels" not in err and "PIL" not in err
+            assert Image.MAX_IMAGE_PIXELS == pil_limit  # restored after the command
+    assert out.read_bytes() == b"earlier work" and not (tmp_path / "r.png").exists()
+    assert vqct("encode", image, "-o", out, "--native", "--max-pixels", 1600, "--model", model) == 0
+    assert vqct("reconstruct", image, "-o", tmp_path / "r.png", "--native", "--max-pixels", 1600, "--model", model) == 0
+    assert Image.open(tmp_path / "r.png").size == (40, 39)
+
+
+def test_cli_decode_max_cells(model, tmp_path, capsys):
+    grid = np.broadcast_to(np.array([0, 1, 6]), (1, 12, 12, 3)).astype(np.int64)
+    np.save(tmp_path / "t.npy", grid)
+    target = tmp_path / "o.png"
+    target.write_bytes(b"earlier image")
+    assert vqct("decode", tmp_path / "t.npy", "-o", target, "--model", model, "--max-cells", 100) == 2
+    err = one_line_error(capsys, "decode")
+    assert "12x12 token grid (144 cells)" in err and "rerun with --max-cells N" in err and "max_cells=" not in err
+    assert target.read_bytes() == b"earlier image"
+    assert vqct("decode", tmp_path / "t.npy", "-o", target, "--model", model, "--max-cells", 144) == 0
+    assert Image.open(target).size == (24, 24)
+
+
+def test_cli_decompression_bomb_names_the_flag_not_pil(model, tmp_path, capsys):
+    bomb = hostile_files(tmp_path)["bomb"]
+    for native in ([], ["--native"]):
+        assert vqct("encode", bomb, "-o", tmp_path / "t.pt", "--model", model, *native) == 2
+        err = one_line_error(capsys, "encode")
+        assert "bomb.png: image is too large" in err and "rerun with --max-pixels N" in err
+        assert "MAX_IMAGE_PIXELS" not in err
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_training_data_applies_the_inference_pixel_limit(tmp_path, monkeypatch):
+    from vqct_tokenizer.training.data import ImageDataset
+
+    random_image(40, 40).save(tmp_path / "big.png")
+    data = ImageDataset(tmp_path, resolution=16, crop="center")
+    assert tuple(data[(0, 0)].shape) == (3, 16, 16)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # between 1x and 2x: PIL would only warn
+    with pytest.raises(ImageError, match="big.png: image is too large to decode safely.*limit 1,000"):
+        data[(0, 0)]
+
+
+# ---------------------------------------------------------------------------------------- manifest paths and indices
+def _edit_manifest(src: Path, dst: Path, edit) -> Path:
+    shutil.copytree(src, dst)
+    manifest = json.loads((dst / "manifest.json").read_text())
+    edit(manifest)
+    (dst / "manifest.json").write_text(json.dumps(manifest))
+    return dst
+
+
+def _set_shard_name(name):
+    def edit(m):
+        m["shards"][0] = name
+    return edit
+
+
+def _set_entry(key, value):
+    def edit(m):
+        m["images"][0][key] = value
+    return edit
+
+
+@pytest.mark.parametrize("edit, message", [
+    (_set_shard_name("../outside.safetensors"), "shard name '../outside.safetensors' is not a plain file name"),
+    (_set_shard_name("/etc/passwd"), "shard name '/etc/passwd' is not a plain file name"),
+    (_set_shard_name("sub/shard-00000.safetensors"), "is not a plain file name"),
+    (_set_shard_name("..\\shard.safetensors"), "is not a plain file name"),
+    (_set_shard_name(".."), "is not a plain file name"),
+    (_set_shard_name(7), "is not a plain file name"),
+    (_set_entry("shard", -1), r"images\[0\] \(0.png\) has shard -1, not an index into the 2 shard"),
+    (_set_entry("shard", 2), "has shard 2, not an index"),
+    (_set_entry("shard", "0"), "has shard '0', not an index"),
+    (_set_entry("shard", True), "has shard True, not an index"),
+    (_set_entry("row", -3), "has row -3"),
+    (_set_entry("size", [18]), "has size"),
+    (lambda m: m.update(shards="shard-00000.safetensors"), "'shards' must be a list"),
+    (lambda m: m.update(version="2"), "format version '2'"),
+    (lambda m: m["layout"].update(grid=[8, -8]), "layout.grid"),
+])
+def test_manifest_paths_and_indices_are_validated(edit, message, token_dataset, tmp_path):
+    out = _edit_manifest(token_dataset, tmp_path / "out", edit)
+    with pytest.raises(ValueError, match=message):
+        load_token_dataset(out)
+
+
+def test_manifest_with_a_shard_removed(token_dataset, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(token_dataset, out)
+    (out / "shard-00000.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="shard-00000.safetensors listed in the manifest is missing; rerun the "
+                                                "same encode-dataset command"):
+        load_token_dataset(out)
+
+
+# ---------------------------------------------------------------------------------------- atomic writes
+def test_umask_is_read_without_changing_it(monkeypatch):
+    from vqct_tokenizer import atomic
+
+    try:
+        has_proc = "Umask:" in Path("/proc/self/status").read_text()
+    except OSError:
+        has_proc = False
+    if not has_proc:
+        pytest.skip("no /proc/self/status Umask line here")
+    before = os.umask(0o027)
+    try:
+        def no_umask(mask):  # any call would briefly change the umask of every thread
+            raise AssertionError("os.umask was called")
+
+        monkeypatch.setattr(atomic.os, "umask", no_umask)
+        assert atomic._umask() == 0o027
+    finally:
+        monkeypatch.undo()
+        os.umask(before)
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".json", ".npy"])
+def test_a_failed_token_file_write_leaves_the_old_file(suffix, model, tmp_path, capsys, monkeypatch):
+    import torch as torch_module
+
+    image = tmp_path / "img.png"
+    random_image(16, 16).save(image)
+    out = tmp_path / f"t{suffix}"
+    assert vqct("encode", image, "-o", out, "--model", model) == 0
+    before = out.read_bytes()
+
+    def torn(target):  # what a full disk or a kill halfway through looks like
+        if hasattr(target, "write"):
+            target.write(b"half")
+        else:
+            Path(target).write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch_module, "save", lambda obj, f, *a, **k: torn(f))
+    monkeypatch.setattr(np, "save", lambda f, arr, *a, **k: torn(f))
+    monkeypatch.setattr(json, "dumps", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    assert vqct("encode", image, "-o", out, "--model", model) == 2
+    assert "No space left" in one_line_error(capsys, "encode")
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["img.png", out.name]  # no temp file left
+
+
+# ---------------------------------------------------------------------------------------- captions are streamed
+def test_gzip_captions_are_streamed_line_by_line(tmp_path):
+    import gzip
+
+    from vqct_tokenizer.codebook.captions import iter_text_captions, read_text_captions
+
+    path = tmp_path / "c.txt.gz"
+    data = gzip.compress(b"a red bird\n\n  a small cat  \n" + b"filler words\n" * 20000)
+    path.write_bytes(data[: len(data) // 2])  # truncated: the end of the stream is missing
+    captions = iter_text_captions(path)
+    # the first captions arrive before the broken end is reached: nothing is decompressed whole
+    assert [next(captions), next(captions)] == ["a red bird", "a small cat"]
+    with pytest.raises(EOFError):
+        read_text_captions(path)
+
+
+def test_a_caption_line_without_end_is_refused_at_the_bound(tmp_path):
+    import gzip
+
+    from vqct_tokenizer.codebook.captions import read_text_captions
+
+    path = tmp_path / "bomb.txt.gz"
+    path.write_bytes(gzip.compress(b"one caption\n" + b"x" * 3_000_000))  # a gzip bomb of one endless line
+    with pytest.raises(ValueError, match=r"bomb.txt.gz: line 2 is longer than 1,048,576 characters"):
+        read_text_captions(path)
+
+
+# ---------------------------------------------------------------------------------------- outputs outside the package
+def _package_dir() -> Path:
+    import vqct_tokenizer
+
+    return Path(vqct_tokenizer.__file__).resolve().parent
+
+
+@pytest.mark.parametrize("command", ["export", "build-codebook"])
+@pytest.mark.parametrize("where", ["package", "weights", "non-empty"])
+def test_commands_refuse_to_write_into_the_package_or_over_existing_work(command, where, tmp_path, capsys):
+    from conftest import REPO_ROOT
+
+    target = {"package": _package_dir() / "codebook" / "priors" / "vqct-test-new",
+              "weights": REPO_ROOT / "weights" / "vqct-test-new",
+              "non-empty": tmp_path / "out"}[where]
+    if where == "non-empty":
+        target.mkdir()
+        (target / "keep.txt").write_text("earlier work")
+    source = tmp_path / "no-such-input"  # the refusal comes first, before any input is read
+    assert vqct(command, source, "-o", target) == 2
+    err = one_line_error(capsys, command)
+    if where == "non-empty":
+        assert "already exists and is not empty" in err and "--force" in err
+        assert (target / "keep.txt").read_text() == "earlier work" and len(list(target.iterdir())) == 1
+    else:
+        assert "refusing to write" in err and "belongs to the installed vqct-tokenizer" in err and "--force" in err
+        assert not target.exists()
+
+
+def test_force_lets_an_output_folder_through(tmp_path):
+    from vqct_tokenizer.cli.outputs import check_output_folder
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "old.txt").write_text("x")
+    with pytest.raises(ValueError, match="not empty"):
+        check_output_folder(tmp_path / "out", False, "tokenizer")
+    assert check_output_folder(tmp_path / "out", True, "tokenizer") == tmp_path / "out"
+    assert check_output_folder(_package_dir() / "x", True, "tokenizer") == _package_dir() / "x"
+    link = tmp_path / "link"
+    link.symlink_to(_package_dir(), target_is_directory=True)
+    with pytest.raises(ValueError, match="refusing to write"):  # a symlink into the package counts
+        check_output_folder(link / "new", False, "tokenizer")
+
+
+# ---------------------------------------------------------------------------------------- messages
+def test_shape_errors_report_the_shape_that_was_passed(tok):
+    with pytest.raises(ImageError, match=r"got shape \(256, 256, 3\) \(channels last\? use tensor.permute"):
+        tok.encode(torch.rand(256, 256, 3))
+    with pytest.raises(ImageError, match=r"got shape \(16, 16\)$"):
+        tok.encode(np.zeros((16, 16), dtype=np.uint8))
+    with pytest.raises(ImageError, match=r"got shape \(2, 16, 16, 4\)"):
+        tok.encode(np.zeros((2, 16, 16, 4), dtype=np.uint8))
+
+
+def test_model_without_vocab_is_a_clear_error_in_the_cli(model, tmp_path, capsys):
+    folder = tmp_path / "m"
+    shutil.copytree(model, folder)
+    (folder / "vocab.json").unlink()
+    random_image(16, 16).save(tmp_path / "img.png")
+    assert vqct("describe", tmp_path / "img.png", "--model", folder) == 2
+    assert "has no vocab.json" in one_line_error(capsys, "describe")
+
+
+def test_decode_uses_the_model_recorded_in_the_token_file(model, tok, tmp_path, capsys):
+    random_image(16, 16).save(tmp_path / "img.png")
+    assert vqct("encode", tmp_path / "img.png", "-o", tmp_path / "t.json", "--model", model) == 0
+    capsys.readouterr()
+    assert vqct("decode", tmp_path / "t.json", "-o", tmp_path / "o.png") == 0
+    assert f"with its recorded model {str(model)!r}" in capsys.readouterr().err
+    expected = tok.decode(tok.encode(tmp_path / "img.png"))
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "o.png")), np.asarray(expected))
+
+
+def test_token_file_whose_layout_disagrees_with_the_model(model, tmp_path, capsys):
+    random_image(16, 16).save(tmp_path / "img.png")
+    assert vqct("encode", tmp_path / "img.png", "-o", tmp_path / "t.json", "--model", model) == 0
+    data = json.loads((tmp_path / "t.json").read_text())
+    del data["config_hash"]
+    data["layout"]["id_ranges"]["noun"] = [6, 40]
+    (tmp_path / "t.json").write_text(json.dumps(data))
+    (tmp_path / "o.png").write_bytes(b"earlier image")
+    assert vqct("decode", tmp_path / "t.json", "-o", tmp_path / "o.png", "--model", model) == 2
+    err = one_line_error(capsys, "decode")
+    assert "token layout disagrees" in err and "id_ranges" in err and "[6, 40]" in err
+    assert (tmp_path / "o.png").read_bytes() == b"earlier image"
+
+
+def test_push_to_hub_without_a_network_is_one_line(tok, monkeypatch):
+    import huggingface_hub
+
+    class ConnectError(Exception):  # like httpx's: not an OSError, with a message on several lines
+        pass
+
+    class OfflineApi:
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, repo_id, **kwargs):
+            raise ConnectError("[Errno -2] Name or service not known\n  at socket.getaddrinfo")
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", OfflineApi)
+    with pytest.raises(OSError) as info:
+        tok.push_to_hub("owner/tiny")
+    message = str(info.value)
+    assert "\n" not in message and "could not push to 'owner/tiny'" in message
+    assert "ConnectError: [Errno -2] Name or service not known" in message
+
+
+@pytest.fixture
+def unreachable_hub(monkeypatch):
+    """Online mode, with the Hub at a closed local port: every connection is refused at once."""
+    import huggingface_hub.constants as constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                        "http://127.0.0.1:9/{repo_id}/resolve/{revision}/{filename}")
+
+
+def test_unreachable_hub_fails_fast(unreachable_hub, tmp_path):
+    from vqct_tokenizer import VQCTTokenizer as Tok
+
+    start = time.monotonic()
+    with pytest.raises(OSError, match=r"could not get config.json of 'owner/absent': cannot reach the Hugging Face "
+                                      r"Hub \(.*\), and it is not in the local Hub cache"):
+        Tok.from_pretrained("owner/absent", cache_dir=tmp_path / "hub")
+    assert time.monotonic() - start < 5  # huggingface_hub alone retries for ~25 s
+
+
+def test_hf_hub_offline_set_after_import_is_honoured(unreachable_hub, tmp_path, monkeypatch):
+    from vqct_tokenizer import VQCTTokenizer as Tok
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # huggingface_hub read the variable at import, before this
+    start = time.monotonic()
+    with pytest.raises(OSError, match="HF_HUB_OFFLINE is set, and it is not in the local Hub cache"):
+        Tok.from_pretrained("owner/absent", cache_dir=tmp_path / "hub")
+    assert time.monotonic() - start < 5
+
+
+def test_help_texts(capsys):
+    for command in ("encode-dataset", "eval"):
+        with pytest.raises(SystemExit):
+            vqct(command, "--help")
+        text = " ".join(capsys.readouterr().out.split())
+        if command == "encode-dataset":
+            assert "default: auto = cuda if available, cuda:LOCAL_RANK under torchrun, else cpu" in text
+        else:
+            assert "--batch-size BATCH_SIZE images encoded and decoded at a time" in text
+
+
+# ---------------------------------------------------------------------------------------- broken model files
+def test_truncated_weights_file(model, tmp_path, capsys):
+    folder = tmp_path / "m"
+    shutil.copytree(model, folder)
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
+    random_image(16, 16).save(tmp_path / "img.png")
+    assert vqct("describe", tmp_path / "img.png", "--model", folder) == 2
+    assert "model.safetensors is not a valid safetensors file" in one_line_error(capsys, "describe")
+
+
+def test_config_with_absurd_but_valid_sizes_allocates_nothing(model, tmp_path, monkeypatch):
+    """ch=4096 with ch_mult 64: terabytes of weights. The header check must refuse it on the meta device."""
+    from vqct_tokenizer import VQCTTokenizer as Tok
+    from vqct_tokenizer.errors import WeightsError
+
+    folder = tmp_path / "m"
+    shutil.copytree(model, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(ch=4096, ch_mult=[64, 64])
+    (folder / "config.json").write_text(json.dumps(config))
+    real_init = Tok.__init__
+
+    def guarded_init(self, *args, **kwargs):  # building it for real would try to allocate terabytes
+        assert str(torch.empty(0).device) == "meta", "the absurd model was about to be allocated"
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(Tok, "__init__", guarded_init)
+    with pytest.raises(WeightsError, match="do not match config.json.*wrong shapes"):
+        Tok.from_pretrained(folder)
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_encode_dataset_lists_images_over_the_pixel_limits(tok, model, tmp_path, capsys):
+    source = tmp_path / "in"
+    source.mkdir()
+    random_image(39, 40).save(source / "big.png")    # 1560 pixels, 1600 after padding (f = 2)
+    random_image(20, 20).save(source / "small.png")
+    out = tmp_path / "out"
+    # native, through the CLI: the failure names the flag, and the run goes on
+    assert vqct("encode-dataset", source, "-o", out, "--model", model, "--native", "--max-pixels", 1580,
+                "--workers", "0", "--no-progress") == 0
+    ds = load_token_dataset(out)
+    assert ds.paths == ["small.png"]
+    error = ds.failures[0]["error"]
+    assert "over the native-size limit of 1,580 pixels" in error and "rerun with --max-pixels N" in error
+    assert "skipped big.png" in capsys.readouterr().out
+    # through the API, the file-reading limit, naming the argument
+    encode_dataset(source, tmp_path / "api", tok, workers=0, progress=False, max_pixels=1000)
+    error = load_token_dataset(tmp_path / "api").failures[0]["error"]
+    assert "limit 1,000" in error and "encode_dataset(..., max_pixels=N)" in error and "PIL" not in error
+    # raised, the native run encodes it, with the tokens of tok.encode
+    encode_dataset(source, tmp_path / "raised", tok, native=True, workers=0, progress=False, max_pixels=1600)
+    ds = load_token_dataset(tmp_path / "raised")
+    assert ds.paths == ["big.png", "small.png"]
+    assert torch.equal(ds["big.png"], tok.encode(source / "big.png", resize=False, max_native_pixels=1600))
+
+
+def test_decode_with_a_recorded_model_that_is_gone(model, tmp_path, capsys):
+    folder = tmp_path / "m"
+    shutil.copytree(model, folder)
+    random_image(16, 16).save(tmp_path / "img.png")
+    assert vqct("encode", tmp_path / "img.png", "-o", tmp_path / "t.pt", "--model", folder) == 0
+    shutil.rmtree(folder)
+    assert vqct("decode", tmp_path / "t.pt", "-o", tmp_path / "o.png") == 2
+    err = one_line_error(capsys, "decode")
+    assert f"the model recorded in {tmp_path / 't.pt'}; pass --model" in err

@@ -430,3 +430,27 @@ def test_effnet_perceptual_is_zero_for_identical_and_grows_with_distortion():
     loss(x, y).backward()
     assert y.grad is not None and y.grad.abs().sum() > 0
     assert not any(p.requires_grad for p in loss.parameters())
+
+
+def test_shipped_configs_resolve_to_the_recorded_settings():
+    """Variant configs state only their differences ("base"); resolved, every shipped config must equal
+    the settings recorded in tests/data/resolved_configs.json (update that file on purpose, not by accident)."""
+    from vqct_tokenizer.training.config import CONFIG_DIR
+
+    recorded = json.loads((REPO / "tests" / "data" / "resolved_configs.json").read_text())
+    assert sorted(recorded) == sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+    for name, expected in recorded.items():
+        assert load_config(name) == expected, f"{name} resolves differently from the recorded settings"
+
+
+def test_config_base_chain_overrides_only_what_it_states(tmp_path):
+    (tmp_path / "child.json").write_text(json.dumps({"base": "faces64", "optim": {"lr": 1e-3}}))
+    (tmp_path / "grandchild.json").write_text(json.dumps({"base": "child.json", "codebook": {"pos": "single"}}))
+    cfg, faces = load_config(tmp_path / "grandchild.json"), load_config("faces64")
+    assert cfg["optim"]["lr"] == 1e-3 and cfg["codebook"]["pos"] == "single"
+    cfg["optim"]["lr"], cfg["codebook"]["pos"] = faces["optim"]["lr"], faces["codebook"]["pos"]
+    assert cfg == faces
+    (tmp_path / "a.json").write_text(json.dumps({"base": "b.json"}))
+    (tmp_path / "b.json").write_text(json.dumps({"base": "a.json"}))
+    with pytest.raises(ValueError, match="cycle"):
+        load_config(tmp_path / "a.json")

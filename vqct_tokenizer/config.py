@@ -144,7 +144,8 @@ class VQCTConfig:
         for c in {self.ch * m for m in (1, *self.ch_mult)}:
             need(c % self.norm_groups == 0, f"channel width {c} is not divisible by norm_groups {self.norm_groups}")
         need(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
-        need(isinstance(self.normalize_codes, bool), f"normalize_codes must be true or false, got {self.normalize_codes!r}")
+        need(isinstance(self.normalize_codes, bool),
+             f"normalize_codes must be true or false, got {self.normalize_codes!r}")
         if self.quantizer == "vq":
             need(1 <= self.num_codes <= 10_000_000, f"vq needs num_codes in [1, 1e7], got {self.num_codes}")
         else:

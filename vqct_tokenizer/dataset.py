@@ -44,7 +44,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .atomic import atomic_write
 from .errors import TokenError
-from .image_io import list_image_files, read_image_file, resize_to
+from .image_io import check_native_size, list_image_files, native_file_limit, read_image_file, resize_to
 
 SETTINGS_NAME = "settings.json"
 MANIFEST_NAME = "manifest.json"
@@ -125,22 +125,42 @@ class _ImageFiles(Dataset):
     it to [-1, 1]): resized and cropped to ``resolution``, or at native size when it is None.
     """
 
-    def __init__(self, root: Path, files: Sequence[str], resolution: int | None, resize_mode: str, resample: str) -> None:
+    def __init__(self, root: Path, files: Sequence[str], resolution: int | None, resize_mode: str, resample: str,
+                 limits: "_Limits | None" = None) -> None:
         self.root, self.files = root, files
         self.resolution, self.resize_mode, self.resample = resolution, resize_mode, resample
+        self.limits = limits or _Limits()
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        lim = self.limits
         try:
-            x = read_image_file(self.root / self.files[index])
+            path = self.root / self.files[index]
+            x = read_image_file(path, lim.file_pixels, lim.hint)
             size = (int(x.shape[1]), int(x.shape[2]))
             if self.resolution is not None:
                 x = resize_to(x, self.resolution, self.resize_mode, self.resample)
+            else:  # checked here, so one oversized image is a listed failure, not the end of the run
+                check_native_size(size[0], size[1], lim.factor, lim.native_pixels, str(path))
             return {"index": index, "image": x, "size": size, "error": None}
         except Exception as e:  # noqa: BLE001 - any unreadable file is listed with its reason; the run goes on
-            return {"index": index, "image": None, "size": None, "error": f"{type(e).__name__}: {e}"}
+            message = e.cli_message() if lim.cli and hasattr(e, "cli_message") else str(e)
+            return {"index": index, "image": None, "size": None, "error": f"{type(e).__name__}: {message}"}
+
+
+@dataclass
+class _Limits:
+    """Pixel limits of one run: files above ``file_pixels`` are not read (None: PIL's limit), native
+    images above ``native_pixels`` after padding to a multiple of ``factor`` are not encoded. ``cli``:
+    failures name the --max-pixels flag rather than the Python argument."""
+
+    file_pixels: int | None = None
+    native_pixels: int | None = None
+    factor: int = 1
+    hint: str = "pass encode_dataset(..., max_pixels=N)"
+    cli: bool = False
 
 
 class _ShardBatches:
@@ -222,7 +242,7 @@ class EncodeResult:
 def encode_dataset(source: str | os.PathLike, out_dir: str | os.PathLike, tokenizer: Any = None, *,
                    batch_size: int = 32, shard_size: int = 1024, resolution: int | None = None,
                    native: bool = False, device: str | torch.device | None = "auto", workers: int = 2,
-                   progress: bool = True) -> EncodeResult:
+                   progress: bool = True, max_pixels: int | None = None, _cli: bool = False) -> EncodeResult:
     """Tokenize every image of ``source`` into shards under ``out_dir``; resumable and torchrun-aware.
 
     Args:
@@ -237,6 +257,9 @@ def encode_dataset(source: str | os.PathLike, out_dir: str | os.PathLike, tokeni
         device: "auto" (cuda:LOCAL_RANK under torchrun when available), "cpu", "cuda:1", ...
         workers: DataLoader processes that decode images (0: in the main process).
         progress: show a tqdm progress bar (rank 0 only).
+        max_pixels: the largest image file to read (default: PIL.Image.MAX_IMAGE_PIXELS) and, with
+            ``native``, the largest to encode after padding (default: the tokenizer's
+            ``max_native_pixels``, 2048*2048). Larger images are listed as failures.
 
     Under ``torchrun`` (RANK set) each rank encodes shards i with i % WORLD_SIZE == RANK and rank 0
     writes the manifest after a barrier. All ranks must see the same ``out_dir`` (a shared file system
@@ -248,6 +271,8 @@ def encode_dataset(source: str | os.PathLike, out_dir: str | os.PathLike, tokeni
         raise ValueError("--resolution and --native exclude each other")
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
+    if max_pixels is not None and max_pixels < 1:
+        raise ValueError(f"max_pixels must be >= 1, got {max_pixels}")
     out = Path(out_dir)
     root, files = list_inputs(source)
     dist_info = _setup_distributed(str(device))
@@ -274,7 +299,12 @@ def encode_dataset(source: str | os.PathLike, out_dir: str | os.PathLike, tokeni
         bar = _progress(total=sum(map(len, mine.values())),
                         done=sum(map(len, mine.values())) - sum(len(r) for _, r in pending),
                         enabled=progress and dist_info.rank == 0)
-        images = _ImageFiles(root, files, size, cfg.resize_mode, cfg.resample)
+        # max_pixels bounds reading and native encoding alike; without it files get PIL's limit, raised
+        # at native size to the tokenizer's own limit when that is larger (as VQCTTokenizer.encode does)
+        native_pixels = max_pixels if max_pixels is not None else tok.max_native_pixels
+        file_pixels = max_pixels if max_pixels is not None or not native else native_file_limit(native_pixels)[0]
+        limits = _Limits(file_pixels, native_pixels, cfg.downsample_factor, cli=_cli)
+        images = _ImageFiles(root, files, size, cfg.resize_mode, cfg.resample, limits)
         written, encoded, failed = _encode_shards(tok, out, images, pending, batch_size, workers, layout, settings, bar)
         dist_info.barrier()  # every rank's shards are on disk before the merge
         if dist_info.rank == 0:
@@ -364,7 +394,8 @@ def _encode_shards(tok, out: Path, images: _ImageFiles, shards: list[tuple[int, 
     records: list[dict[str, Any]] = []
     grids: list[torch.Tensor] = []
     for batch in loader:
-        grids.extend(_encode_batch(tok, batch, native=layout["grid"] is None))
+        grids.extend(_encode_batch(tok, batch, native=layout["grid"] is None,
+                                   max_native_pixels=images.limits.native_pixels))
         records.extend(batch)
         bar.update(len(batch))
         if records[-1]["index"] == current_range.stop - 1:  # the shard's last batch
@@ -381,7 +412,8 @@ def _encode_shards(tok, out: Path, images: _ImageFiles, shards: list[tuple[int, 
     return written, encoded, failed
 
 
-def _encode_batch(tok, batch: list[dict[str, Any]], native: bool) -> list[torch.Tensor]:
+def _encode_batch(tok, batch: list[dict[str, Any]], native: bool,
+                  max_native_pixels: int | None = None) -> list[torch.Tensor]:
     """Token grids (on CPU) of the readable images of a batch, in batch order."""
     images = [r["image"] for r in batch if r["error"] is None]
     for r in batch:
@@ -390,10 +422,12 @@ def _encode_batch(tok, batch: list[dict[str, Any]], native: bool) -> list[torch.
         return []
     # resize=False: the worker already resized (or, at native size, the tokenizer pads); the math is
     # exactly that of tok.encode(path)
-    if not native:
-        tokens = tok.encode(torch.stack(images), resize=False, batch_size=len(images))
+    if not native:  # the run's own --resolution: not subject to the native-size limit
+        pixels = int(images[0].shape[1] * images[0].shape[2])
+        tokens = tok.encode(torch.stack(images), resize=False, batch_size=len(images), max_native_pixels=pixels)
         return list(tokens.cpu())
-    tokens = tok.encode(images, resize=False, batch_size=len(images))
+    # the workers already refused images over the limit (as listed failures); this is the same bound
+    tokens = tok.encode(images, resize=False, batch_size=len(images), max_native_pixels=max_native_pixels)
     return [t.cpu() for t in (tokens if isinstance(tokens, list) else tokens.unbind(0))]
 
 

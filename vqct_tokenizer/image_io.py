@@ -191,7 +191,8 @@ def torch_to_tensors(t: torch.Tensor) -> list[torch.Tensor]:
     return list(t)
 
 
-def to_tensors(images: Any, max_pixels: int | None = None, limit_hint: str | None = None) -> tuple[list[torch.Tensor], bool]:
+def to_tensors(images: Any, max_pixels: int | None = None,
+               limit_hint: str | None = None) -> tuple[list[torch.Tensor], bool]:
     """Normalise any accepted input to a list of (3, H, W) float tensors.
 
     Returns (tensors, batched): ``batched`` is False when the input was one image, so the caller

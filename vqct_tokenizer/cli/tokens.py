@@ -17,6 +17,9 @@ Token files written by ``vqct encode``:
 * ``.npy`` holds only the int64 array (B, h, w, k+1), readable with ``numpy.load`` anywhere. It
   cannot record image sizes, so at native size it is refused unless every image has the same size
   and needs no padding.
+
+Every file is written atomically. On untrusted input the work per image is bounded: ``--max-pixels``
+(encode, reconstruct, describe) and ``--max-cells`` (decode) raise the bounds, and the errors name them.
 """
 
 from __future__ import annotations
@@ -93,8 +96,20 @@ def _positive_int(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from PIL import Image
+
     commands = {"encode": run_encode, "decode": run_decode, "reconstruct": run_reconstruct, "describe": run_describe}
-    return commands[args.command](args)
+    max_pixels = getattr(args, "max_pixels", None)
+    if max_pixels is None:
+        return commands[args.command](args)
+    # --max-pixels is also the largest file to read: PIL's limit, for this command only (main() may
+    # run inside a longer process, e.g. a test session)
+    before = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        return commands[args.command](args)
+    finally:
+        Image.MAX_IMAGE_PIXELS = before
 
 
 # ---------------------------------------------------------------------------------------- commands
@@ -119,7 +134,16 @@ def run_encode(args: argparse.Namespace) -> int:
 def run_decode(args: argparse.Namespace) -> int:
     check_image_output(args.output)
     stored = read_token_file(args.tokens)
-    tok = load_tokenizer(decode_model(args.model, stored, args.tokens), args.device)
+    model = decode_model(args.model, stored)
+    try:
+        tok = load_tokenizer(model, args.device)
+    except (OSError, ValueError) as e:
+        if args.model is not None:
+            raise
+        raise type(e)(f"{e} (the model recorded in {args.tokens}; pass --model to use another)") from e
+    if args.model is None and stored.model:
+        print(f"decoding {args.tokens} with its recorded model {model!r} (pass --model to choose another)",
+              file=sys.stderr)
     if args.max_cells is not None:
         tok.max_decode_cells = args.max_cells
     check_same_model(tok, stored, args.tokens)
@@ -172,10 +196,9 @@ def run_describe(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------- model
 def load_tokenizer(model: str, device: str, max_pixels: int | None = None):
-    """The tokenizer on ``device`` ("auto": cuda if available); ``max_pixels`` (--max-pixels) sets both
-    the file-reading limit (PIL's, for this process) and the native-size limit."""
+    """The tokenizer on ``device`` ("auto": cuda if available), with ``max_pixels`` (--max-pixels) as
+    its native-size limit (run() sets the file-reading limit)."""
     import torch
-    from PIL import Image
 
     from ..defaults import DEFAULT_MODEL, find_shipped
     from ..tokenizer import VQCTTokenizer
@@ -190,19 +213,16 @@ def load_tokenizer(model: str, device: str, max_pixels: int | None = None):
     tok = VQCTTokenizer.from_pretrained(model, device=device)
     if max_pixels is not None:
         tok.max_native_pixels = max_pixels
-        Image.MAX_IMAGE_PIXELS = max_pixels  # one command, one thread: the global is ours to set
     return tok
 
 
-def decode_model(model: str | None, stored: "StoredTokens", source: Path) -> str:
+def decode_model(model: str | None, stored: "StoredTokens") -> str:
     """--model if given, else the model recorded in the token file, else the default model."""
     from ..defaults import DEFAULT_MODEL
 
     if model is not None:
         return model
     if stored.model:
-        print(f"decoding {source} with its recorded model {stored.model!r} (pass --model to choose another)",
-              file=sys.stderr)
         return stored.model
     return DEFAULT_MODEL
 

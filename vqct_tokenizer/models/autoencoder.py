@@ -130,12 +130,19 @@ class Encoder(nn.Module):
         self.conv_out = nn.Conv2d(block_in, cfg.z_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_trunk(x))
+
+    def forward_trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """conv_in, the down levels and the middle block: all but the last norm and conv."""
         h = self.conv_in(x)
         for level in self.down:
             h = level.run(h)
             if hasattr(level, "downsample"):
                 h = level.downsample(h)
-        h = self.mid(h)
+        return self.mid(h)
+
+    def forward_head(self, h: torch.Tensor) -> torch.Tensor:
+        """norm_out -> SiLU -> conv_out (the bf16 fast path runs this part in float32)."""
         return self.conv_out(F.silu(self.norm_out(h)))
 
 

@@ -61,7 +61,7 @@ DEFAULTS: dict[str, Any] = {
 def load_config(config: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     cfg = copy.deepcopy(DEFAULTS)
     if config is not None:
-        _merge(cfg, _read(resolve_config_path(config)), "")
+        _merge(cfg, read_with_base(resolve_config_path(config)), "")
     for item in overrides:
         apply_override(cfg, item)
     validate(cfg)
@@ -77,6 +77,34 @@ def resolve_config_path(config: str | Path) -> Path:
         return shipped
     names = sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
     raise FileNotFoundError(f"config {config!r} is neither a file nor a shipped config ({', '.join(names)})")
+
+
+def read_with_base(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file with its ``"base"`` chain resolved: ``{"base": "faces64", "codebook": {...}}`` is
+    faces64 with only the stated keys changed. A base is a shipped config name or a path relative to
+    the file that names it."""
+    path = path.resolve()
+    if path in _seen:
+        raise ValueError(f"config base cycle: {' -> '.join(p.name for p in (*_seen, path))}")
+    data = _read(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ValueError(f"{path}: \"base\" must be a config name or path, got {base!r}")
+    relative = path.parent / base
+    base_path = relative if relative.is_file() else resolve_config_path(base)
+    merged = read_with_base(base_path, (*_seen, path))
+    _overlay(merged, data)
+    return merged
+
+
+def _overlay(base: dict[str, Any], new: dict[str, Any]) -> None:
+    for key, value in new.items():
+        if isinstance(base.get(key), dict) and isinstance(value, dict):
+            _overlay(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -69,8 +69,8 @@ def build_learned_codebook(cb: dict[str, Any], config: VQCTConfig) -> nn.Module:
 
 # ---------------------------------------------------------------------------------------- SimVQ
 class SimVQCodebook(nn.Module):
-    """codebook = C Wᵀ: C (K, D) frozen N(0, 1/D) (a buffer, saved so export and resume see the same
-    C), W (D, D) the only trainable tensor (nn.Linear's default init, as in SimVQ's code)."""
+    """codebook = C Wᵀ: C (K, D) frozen, drawn N(0, 1/D) as in SimVQ's code (a buffer, saved so export
+    and resume see the same C); W (D, D), no bias, the only trainable tensor (nn.Linear's default init)."""
 
     def __init__(self, num_codes: int, dim: int) -> None:
         super().__init__()
@@ -144,18 +144,22 @@ def kmeans(x: torch.Tensor, k: int, iters: int = KMEANS_ITERS, normalize: bool =
 
 
 def kmeans_plus_plus(x: torch.Tensor, k: int) -> torch.Tensor:
-    """k row indices of ``x`` (M, D), M >= k: each next one drawn with probability ∝ its squared
-    distance to the nearest one drawn so far. Runs on the CPU (its generator is checkpointed)."""
-    x = x.detach().float().cpu()
+    """k row indices (CPU LongTensor) of ``x`` (M, D), M >= k: each next one drawn with probability ∝
+    its squared distance to the nearest one drawn so far. Distances stay on x's device; the draws
+    come from the CPU generator (checkpointed), by inverse CDF."""
     m = x.shape[0]
     picks = torch.empty(k, dtype=torch.long)
     picks[0] = torch.randint(m, (1,))
     d2 = (x - x[picks[0]]).pow(2).sum(1)  # (M,) squared distance to the nearest pick
     for i in range(1, k):
-        total = d2.sum()
-        # all remaining rows duplicate a pick: any row not yet picked will do
-        weights = d2 if total > 0 else torch.ones(m).index_fill_(0, picks[:i], 0.0)
-        picks[i] = torch.multinomial(weights, 1)
+        cum = d2.cumsum(0)  # (M,)
+        if cum[-1] > 0:
+            target = torch.rand(1).to(x.device) * cum[-1]
+            # first row whose cumulative weight exceeds the target: rows of weight 0 are never drawn
+            picks[i] = torch.searchsorted(cum, target, right=True).clamp_max(m - 1).item()
+        else:  # every row duplicates a pick: any row not picked yet
+            free = torch.ones(m).index_fill_(0, picks[:i], 0.0)
+            picks[i] = torch.multinomial(free, 1).item()
         d2 = torch.minimum(d2, (x - x[picks[i]]).pow(2).sum(1))
     return picks
 

@@ -84,7 +84,8 @@ def build_model(cfg: dict[str, Any], prior_dir: str | Path | None = None) -> VQC
     provenance = {"training": {k: cb[k] for k in ("quantizer", "source", "transfer", "pos", "word_vectors",
                                                   "edge_weight", "adjacency_norm", "center_words")}}
     # learned-codebook options go into the provenance only when on: exports of other configs are unchanged
-    provenance["training"].update({k: cb[k] for k, off in LEARNED_OPTION_DEFAULTS.items() if cb.get(k, off) != off})
+    provenance["training"].update({k: cb[k] for k, off in LEARNED_OPTION_DEFAULTS.items()
+                                   if cb.get(k, off) != off})
     if cb["quantizer"] == "vq":
         config = VQCTConfig(**arch, quantizer="vq", num_codes=int(cb["num_codes"]), extra=provenance)
         return VQCTTrainModel(config, build_learned_codebook(cb, config), None, cfg["loss"]["beta"])

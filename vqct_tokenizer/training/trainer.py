@@ -14,7 +14,8 @@ Each step: encoder -> dual quantizer over the codebook the transfer network prod
 decoder; loss = L1 + perceptual + codebook + beta·commitment (+ adaptive-weighted hinge GAN after
 loss.disc_start); learned codebooks with EMA codes or dead-code restarts then update their codes
 outside the gradient (training/learned_codebook.py); then one discriminator step. Checkpoints hold
-everything needed to continue the same run bit for bit on the same hardware: models, optimizers, scaler, step, RNG states, data position.
+everything needed to continue the same run bit for bit on the same hardware: models, optimizers,
+scaler, step, RNG states, data position.
 """
 
 from __future__ import annotations
@@ -140,8 +141,8 @@ def train(cfg: dict[str, Any], resume: bool = False, max_steps: int | None = Non
               f"precision {precision} | channels_last {bool(run['channels_last'])} | batch {optim_cfg['batch_size']} | "
               f"{len(dataset)} images, crop {cfg['data']['crop']} {cfg['model']['resolution']}px | "
               f"{n_params / 1e6:.2f} M trainable | codebook {cfg['codebook']['quantizer']}/{cfg['codebook']['source']}"
-              f"/{cfg['codebook']['transfer']}{_learned_options(cfg['codebook'])} | step {step} of {int(optim_cfg['steps'])}",
-              flush=True)
+              f"/{cfg['codebook']['transfer']}{_learned_options(cfg['codebook'])} | "
+              f"step {step} of {int(optim_cfg['steps'])}", flush=True)
     log = _Logger(out, is_main)
     usage = UsageWindow(model.config, run["usage_window"])
     total_steps = int(optim_cfg["steps"]) if max_steps is None else min(int(optim_cfg["steps"]), step + int(max_steps))
