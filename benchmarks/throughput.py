@@ -15,7 +15,8 @@ What is measured, for each batch size (default 1 and 32) and each implementation
 "ours" is ``VQCTTokenizer.model`` (``encode_ids`` / ``decode_ids``), the float32 reference path.
 "ours-fast" and "ours-bf16" (encode only; ``--fast-paths``) are ``tok.encode_preprocessed(x,
 precision="fast" | "bf16")`` (see ``vqct_tokenizer.fast_encode``): "fast" is float32, channels-last,
-compiled with ``torch.compile``; "bf16" runs the encoder trunk in bfloat16. "diffusers" is an independent
+network and quantizer compiled into one graph with ``torch.compile``; "bf16" runs the encoder trunk
+in bfloat16 (eager). Both are whole encode paths, quantizer included (float32 distances). "diffusers" is an independent
 implementation of the same encoder and decoder, ``diffusers.VQModel``, with our weights mapped in by
 ``vqct_tokenizer.interop.to_diffusers_vqmodel``. diffusers has no counterpart of VQCT's dual
 quantizer, so on both sides the token lookup is ours (the same code, the same cost): diffusers'
@@ -49,7 +50,9 @@ Method:
 * Fast paths: their first call for an input shape compiles ("fast") and is never timed: every
   timing process makes at least one untimed call of them, whatever ``--warmup``, and reports its
   duration ("first call"); a memory process makes one call before resetting the peak counter, so
-  compilation is not counted as inference memory. Their GFLOPs are ours (the same network).
+  their "peak RSS delta" is that of later calls (ours and diffusers' include their first call), and
+  what the first call kept (the copy, the compiled graph, compiler state) is reported apart as
+  ``first_call_rss_growth_mib``. Their GFLOPs are ours (the same network).
 * Token agreement: ``--agreement-images`` images (default 1000) of ``--agreement-data`` (a folder or
   a list file, as ``vqct encode-dataset`` takes; without it, seeded random images, which say little),
   resized as ``tok.encode`` does, go through our float32 path and each fast path in batches of
@@ -264,9 +267,14 @@ def child_memory(spec: dict[str, Any]) -> dict[str, Any]:
         tok.model.decoder = None
     images, ids = example_inputs(tok, spec["batch"], seed=spec["seed"])
     arg = images if spec["op"] == "encode" else ids
+    first_call_growth = None
     if spec["impl"] in FAST_IMPLS:  # build (and compile) the fast copy before the counter starts
+        before = current_rss_mib()
         with torch.inference_mode():
             fn(arg)
+        gc.collect()
+        after = current_rss_mib()
+        first_call_growth = None if before is None or after is None else after - before
     gc.collect()
     method = reset_peak_rss()
     base = current_rss_mib() if method == "VmHWM" else peak_rss_mib(method)
@@ -275,7 +283,8 @@ def child_memory(spec: dict[str, Any]) -> dict[str, Any]:
             out = fn(arg)
             del out
     peak = peak_rss_mib(method)
-    return {"method": method, "loaded_rss_mib": base, "peak_rss_mib": peak, "peak_rss_delta_mib": peak - base}
+    return {"method": method, "loaded_rss_mib": base, "peak_rss_mib": peak, "peak_rss_delta_mib": peak - base,
+            "first_call_rss_growth_mib": first_call_growth}
 
 
 def run_child(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -448,7 +457,7 @@ def markdown(report: dict[str, Any]) -> str:
             cells = [row["op"], str(row["batch"]), impl, fmt(r["images_per_s"])]
             if have_diff:
                 cells += [fmt(row["vs_diffusers"][impl], ".2f"), fmt(row["vs_diffusers_paired"][impl], ".2f")]
-            if impl == "ours":
+            if impl == "ours" and row["op"] == "encode":
                 same = "reference"
             elif impl in agree:
                 same = fmt(agree[impl]["token_agreement"] * 100, ".2f") + " %"
@@ -628,7 +637,8 @@ def main() -> None:
                                             args.agreement_batch)
         print(f"token agreement with ours fp32 ({a['source']}, {a['tokens_per_image']} tokens/image):", flush=True)
         for impl, r in a["paths"].items():
-            print(f"  {impl}: identical tokens {r['token_agreement'] * 100:.2f} %, cells {r['cell_agreement'] * 100:.2f} %, "
+            print(f"  {impl}: identical tokens {r['token_agreement'] * 100:.2f} %, "
+                  f"cells {r['cell_agreement'] * 100:.2f} %, "
                   f"whole images {r['image_agreement'] * 100:.1f} %; per slot "
                   + ", ".join(f"{v * 100:.2f} %" for v in r["per_slot_agreement"])
                   + f"; first batch (builds/compiles) {r['first_batch_s']:.1f} s", flush=True)
@@ -690,6 +700,9 @@ def main() -> None:
                                       flops[impl][op], peak)
                 if impl in FAST_IMPLS:
                     row[impl]["first_call_s"] = first_calls[(impl, op, batch)]
+                    growth = [m["first_call_rss_growth_mib"] for m in memory[(impl, op, batch)]
+                              if m["first_call_rss_growth_mib"] is not None]
+                    row[impl]["first_call_rss_growth_mib"] = statistics.median(growth) if growth else None
             if "diffusers" in row:
                 row["ratio_ours_over_diffusers"] = row["ours"]["images_per_s"] / row["diffusers"]["images_per_s"]
                 # calls were interleaved: call i of each ran under about the same load
@@ -715,6 +728,13 @@ def main() -> None:
           f"{report['load_average_start']} -> {report['load_average_end']}")
     print()
     print(table)
+    for row in rows:
+        for impl in row["impls"]:
+            if impl in FAST_IMPLS:
+                r = row[impl]
+                print(f"{impl} {row['op']} b{row['batch']}: first call (builds the copy; compiles for 'fast') "
+                      f"{statistics.median(r['first_call_s']):.1f} s, RSS kept by it "
+                      f"{fmt(r['first_call_rss_growth_mib'])} MiB (not in its peak RSS delta)")
     if diff_note is None:
         print("\nours/diffusers from interleaved call pairs (median of per-pair ratios): " + ", ".join(
             f"{r['op']} b{r['batch']} {r['ratio_paired_median']:.2f}" for r in rows))

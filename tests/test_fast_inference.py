@@ -87,7 +87,8 @@ def test_fast_paths_return_the_same_shapes_dtypes_and_id_ranges(model_dir, image
     # native sizes, mixed: a list of grids, as on the reference path
     mixed = [random_rgb(40, 48), random_rgb(36, 20, seed=3)]
     grids = tok.encode(mixed, resize=False)
-    assert [tuple(g.shape) for g in grids] == [tuple(g.shape) for g in tok.encode(mixed, resize=False, precision="fp32")]
+    reference = tok.encode(mixed, resize=False, precision="fp32")
+    assert [tuple(g.shape) for g in grids] == [tuple(g.shape) for g in reference]
 
 
 @pytest.mark.parametrize("precision", ["fast", "bf16"])
@@ -124,9 +125,13 @@ def test_a_bf16_model_still_quantizes_in_float32_on_the_fast_paths(model_dir, im
 def test_bf16_path_really_runs_the_trunk_in_bfloat16_and_the_head_in_float32(model_dir, images):
     tok = fresh(model_dir)
     tok.encode(images, precision="bf16")
-    module = tok._fast._runners["bf16"].module
+    module = tok._fast._runners["bf16"].module  # a FastEncoder
     dtypes = {}
-    hooks = [m.register_forward_hook(lambda mod, args, out, name=name: dtypes.__setitem__(name, (args[0].dtype, out.dtype)))
+
+    def hook(name):
+        return lambda mod, args, out: dtypes.__setitem__(name, (args[0].dtype, out.dtype))
+
+    hooks = [m.register_forward_hook(hook(name))
              for name, m in [("conv_in", module.encoder.conv_in), ("conv_out", module.encoder.conv_out),
                              ("quant_conv", module.quant_conv)]]
     tok.encode(images, precision="bf16")

@@ -454,3 +454,28 @@ def test_config_base_chain_overrides_only_what_it_states(tmp_path):
     (tmp_path / "b.json").write_text(json.dumps({"base": "a.json"}))
     with pytest.raises(ValueError, match="cycle"):
         load_config(tmp_path / "a.json")
+
+
+def test_export_writes_provenance_and_can_set_resolution_of_a_convolutional_model(tiny_prior, image_dir, tmp_path):
+    cfg = tiny_cfg(tmp_path / "run", tiny_prior, image_dir, "optim.steps=2", "model.attn_resolutions=[]",
+                   "model.mid_attention=false")
+    train(cfg)
+    from vqct_tokenizer.training.export import export
+
+    out = export(tmp_path / "run", tmp_path / "exported", resolution=32)
+    tok = VQCTTokenizer.from_pretrained(out)
+    prov = tok.config.extra["provenance"]
+    assert prov["step"] == 2 and prov["images_seen"] == 8 and prov["trained_resolution"] == 16
+    assert len(prov["config_sha256"]) == 64 and len(prov["prior_sha256"]) == 64 and prov["train_wall_seconds"] > 0
+    assert tok.config.resolution == 32
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(tok.encode(x), model_from_checkpoint(tmp_path / "run").encode_ids(x * 2 - 1))
+
+
+def test_export_refuses_a_new_resolution_when_attention_depends_on_it(tiny_prior, image_dir, tmp_path):
+    train(tiny_cfg(tmp_path / "run", tiny_prior, image_dir, "optim.steps=1"))
+    from vqct_tokenizer.training.export import export
+
+    with pytest.raises(ValueError, match="attention"):
+        export(tmp_path / "run", tmp_path / "exported", resolution=32)
+    assert not (tmp_path / "exported").exists()

@@ -25,8 +25,9 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=("fp32", "fast", "bf16"), default="fp32",
                         help="encoder path (default: fp32, the reference: tokens of the training model). fast: "
                              "float32, channels-last, torch.compile (each new batch shape compiles first, tens of "
-                             "seconds on a CPU); 99.97%% of tokens identical to fp32 on faces64 test images. bf16: "
-                             "bfloat16 encoder trunk, fastest, about 95%% identical. Nearest-code distances are "
+                             "seconds on a CPU); 99.97%% of tokens identical to fp32 with vqct-faces64. bf16: "
+                             "bfloat16 encoder trunk, fastest; 95%% identical with vqct-faces64, 99.7%% with "
+                             "vqgan-faces64. Nearest-code distances are "
                              "float32 in all three. Not recorded in settings.json: keep it when resuming")
     parser.add_argument("--shard-size", type=int, default=1024,
                         help="images per shard file; keep it when resuming (default: 1024)")

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from ..tokenizer import VQCTTokenizer
-from .checkpoint import load_checkpoint
+from .checkpoint import find_latest, load_checkpoint
 from .config import complete_config, validate
 from .model import VQCTTrainModel, build_model
 
@@ -34,14 +39,73 @@ def tokenizer_from_model(model: VQCTTrainModel) -> VQCTTokenizer:
     return tok
 
 
-def tokenizer_from_checkpoint(path: str | Path) -> VQCTTokenizer:
-    """A checkpoint file (or a run folder: its latest checkpoint) as a ready-to-use tokenizer."""
+def tokenizer_from_checkpoint(path: str | Path, resolution: int | None = None) -> VQCTTokenizer:
+    """A checkpoint file (or a run folder: its latest checkpoint) as a ready-to-use tokenizer.
+
+    ``resolution`` sets the exported model's working resolution (what ``encode`` resizes to by
+    default). Only a model without attention resolutions may change it: their placement depends on it.
+    """
+    path = Path(path)
     tok = tokenizer_from_model(model_from_checkpoint(path))
+    state_path = path if path.is_file() else find_latest(path)
+    provenance = checkpoint_provenance(state_path) if state_path is not None else {}
+    if resolution is not None and resolution != tok.config.resolution:
+        if tok.config.attn_resolutions:
+            raise ValueError(f"cannot export at resolution {resolution}: the model places attention at "
+                             f"{list(tok.config.attn_resolutions)}, which depends on the resolution it was trained at")
+        provenance["trained_resolution"] = tok.config.resolution
+        config = dataclasses.replace(tok.config, resolution=resolution)  # validates the new size
+        exported = VQCTTokenizer(config, tok.vocab)
+        exported.load_state_dict(tok.state_dict())
+        tok = exported
+    tok.config.extra = {**tok.config.extra, "provenance": provenance}
     tok.name_or_path = str(path)
     return tok
 
 
-def export(checkpoint: str | Path, out_dir: str | Path) -> Path:
-    tok = tokenizer_from_checkpoint(checkpoint)
+def checkpoint_provenance(ckpt: Path) -> dict[str, Any]:
+    """Where an exported model came from: step, images seen, wall time, and hashes of the training
+    config, the data list and the prior, so a model card never rests on a run folder that is not shipped."""
+    state = load_checkpoint(ckpt)
+    cfg, run = state["config"], ckpt.parent
+    step = int(state["step"])
+    out: dict[str, Any] = {
+        "checkpoint": ckpt.name, "step": step, "images_seen": step * int(cfg["optim"]["batch_size"]),
+        "config_sha256": _sha256(json.dumps(cfg, sort_keys=True).encode()),
+        "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    data = cfg.get("data", {}).get("train")
+    if data and Path(data).is_file():
+        out["data_list"] = Path(data).name
+        out["data_list_sha256"] = _sha256(Path(data).read_bytes())
+    prior = run / "prior" / "prior.json"
+    if prior.is_file():
+        out["prior_sha256"] = _sha256(prior.read_bytes() + (run / "prior" / "embeddings.safetensors").read_bytes())
+    metrics = run / "metrics.jsonl"
+    if metrics.is_file():
+        out["train_wall_seconds"] = round(_wall_seconds(metrics, step, cfg), 1)
+    return out
+
+
+def _wall_seconds(metrics: Path, step: int, cfg: dict[str, Any]) -> float:
+    """Training wall time up to ``step``: each logged window covers log_every steps at its img/s."""
+    per_window = int(cfg["run"]["log_every"]) * int(cfg["optim"]["batch_size"])
+    total = 0.0
+    for line in metrics.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if row.get("step", 0) <= step and row.get("img_per_s"):
+            total += per_window / row["img_per_s"]
+    return total
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def export(checkpoint: str | Path, out_dir: str | Path, resolution: int | None = None) -> Path:
+    tok = tokenizer_from_checkpoint(checkpoint, resolution)
     tok.save_pretrained(out_dir)
     return Path(out_dir)
