@@ -45,23 +45,27 @@ def code_geometry(codes: torch.Tensor) -> dict[str, float]:
 
 
 def fresh_transfer(prior, dim: int = 64, seeds: int = 3) -> list[dict]:
-    from vqct_tokenizer.training.transfer import CodebookTransfer, normalized_adjacency
+    """Fresh transfer networks for each normalisation x edge weighting (no centring), and each
+    normalisation x centring (count edges)."""
+    from vqct_tokenizer.training.transfer import CodebookTransfer, normalized_adjacency, prepare_word_vectors
 
     words = torch.cat([prior.adjective_embeddings, prior.noun_embeddings])
     a, n = prior.num_adjectives, prior.num_nouns
+    settings = [(norm, edge, "none") for norm in ("row", "sym") for edge in ("count", "log", "binary")]
+    settings += [(norm, "count", center) for norm in ("row", "sym") for center in ("all", "pos")]
     rows = []
-    for norm in ("row", "sym"):
-        for edge in ("count", "log", "binary"):
-            adj = normalized_adjacency(prior.edge_index(), prior.edge_weight(), a, n, edge, norm)
-            per_seed = []
-            for seed in range(seeds):
-                torch.manual_seed(seed)
-                codes = CodebookTransfer(words, dim, "gcn", adj).eval()().detach()
-                per_seed.append((code_geometry(codes[:a]), code_geometry(codes[a:])))
-            rows.append({"adjacency_norm": norm, "edge_weight": edge, "seeds": seeds, "dim": dim,
-                         **{f"{group}_{k}": sum(s[i][k] for s in per_seed) / seeds
-                            for i, group in enumerate(("adjective", "noun"))
-                            for k in ("participation_ratio", "top_component_share")}})
+    for norm, edge, center in settings:
+        adj = normalized_adjacency(prior.edge_index(), prior.edge_weight(), a, n, edge, norm)
+        x = prepare_word_vectors(words, center, a)
+        per_seed = []
+        for seed in range(seeds):
+            torch.manual_seed(seed)
+            codes = CodebookTransfer(x, dim, "gcn", adj).eval()().detach()
+            per_seed.append((code_geometry(codes[:a]), code_geometry(codes[a:])))
+        rows.append({"adjacency_norm": norm, "edge_weight": edge, "center_words": center, "seeds": seeds, "dim": dim,
+                     **{f"{group}_{k}": sum(s[i][k] for s in per_seed) / seeds
+                        for i, group in enumerate(("adjective", "noun"))
+                        for k in ("participation_ratio", "top_component_share")}})
     return rows
 
 
@@ -102,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     report["fresh_transfer"] = fresh_transfer(prior)
     print("\nfresh transfer network (mean of 3 seeds, D=64): participation ratio / top-component share")
     for r in report["fresh_transfer"]:
-        print(f"  adjacency {r['adjacency_norm']:<4} edges {r['edge_weight']:<7} adjectives "
+        print(f"  adjacency {r['adjacency_norm']:<4} edges {r['edge_weight']:<7} centre {r['center_words']:<5} adjectives "
               f"{r['adjective_participation_ratio']:5.1f} / {r['adjective_top_component_share']:.3f}   nouns "
               f"{r['noun_participation_ratio']:5.1f} / {r['noun_top_component_share']:.3f}")
     report["trained"] = trained_models(args.models)
