@@ -20,6 +20,6 @@ done
 run vqct-open-f8 open128 "$DATA/open/test.txt" 128 --jpeg-anchor
 run vqct-open-f8 open512 "$DATA/open/test.txt" 512 --limit 50 --jpeg-anchor
 for model in vqct-open-f8 baseline-open-f8; do
-    run "$model" faces256 "$DATA/faces256/test.txt" 256 --stride 5
-    run "$model" birds224 "$DATA/birds227/test.txt" 224 --stride 15
+    run "$model" faces256 "$DATA/faces256/test.txt" 256 --stride 10
+    run "$model" birds224 "$DATA/birds227/test.txt" 224 --stride 30
 done

@@ -15,8 +15,8 @@ from model_card import fmt, load, usage_text
 
 MODELS = {"vqct-open-f8": "baseline-open-f8", "baseline-open-f8": "vqct-open-f8"}
 SPLITS = [("open256", "open test (BSDS500), 256² native crops"), ("open128", "open test, 128²"),
-          ("open512", "open test, 512² (first 50)"), ("faces256", "faces256 test (every 5th), 256²"),
-          ("birds224", "birds227 test (every 15th), 224²")]
+          ("open512", "open test, 512² (first 50)"), ("faces256", "faces256 test (every 10th), 256²"),
+          ("birds224", "birds227 test (every 30th), 224²")]
 METRICS = [("PSNR (dB)", "psnr", "{:.2f}"), ("SSIM", "ssim", "{:.4f}"), ("MS-SSIM", "ms_ssim", "{:.4f}"),
            ("FD-EffNetL0", "fd_effnet_l0", "{:.2f}")]
 DATA_TERMS = """The 2,649 training photos come from twelve public sources (`../shared/data/open/README.md`):

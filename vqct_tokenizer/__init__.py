@@ -1,7 +1,7 @@
 """vqct-tokenizer: images to grids of adjective/noun word tokens and back.
 
     from vqct_tokenizer import VQCTTokenizer
-    tok = VQCTTokenizer.from_pretrained("vqct-faces64")
+    tok = VQCTTokenizer.from_pretrained("vqct-open-f8")
     tokens = tok.encode("face.jpg")   # LongTensor (h, w, k+1)
     image = tok.decode(tokens)        # PIL.Image
 

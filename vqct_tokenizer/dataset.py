@@ -1,7 +1,7 @@
 """Tokenize a whole dataset into resumable shards, and read the result back.
 
     from vqct_tokenizer.dataset import encode_dataset, load_token_dataset
-    encode_dataset("images/", "tokens/", tokenizer="vqct-faces64")
+    encode_dataset("images/", "tokens/", tokenizer="vqct-open-f8")
     ds = load_token_dataset("tokens/")
     ds[0], ds["cat/001.jpg"], len(ds)            # LongTensor (h, w, k+1), like VQCTTokenizer.encode
 

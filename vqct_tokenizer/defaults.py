@@ -7,7 +7,7 @@ from pathlib import Path
 #: Name of the default tokenizer: a folder under ``weights/`` in a source checkout, bundled in the
 #: wheel as ``vqct_tokenizer/_weights/``. ``VQCTTokenizer.from_pretrained(DEFAULT_MODEL)`` and the CLI
 #: without ``--model`` load it.
-DEFAULT_MODEL = "vqct-faces64"
+DEFAULT_MODEL = "vqct-open-f8"
 
 
 def shipped_weights_dirs() -> list[Path]:

@@ -317,7 +317,7 @@ class VQCTTokenizer(nn.Module):
                         local_files_only: bool = False, device: str | torch.device | None = None,
                         dtype: torch.dtype | None = None, allow_missing_vocab: bool = False,
                         precision: str = DEFAULT_PRECISION) -> "VQCTTokenizer":
-        """Load from a local folder, a shipped model name (e.g. ``"vqct-faces64"``), or a Hub repo id.
+        """Load from a local folder, a shipped model name (e.g. ``"vqct-open-f8"``), or a Hub repo id.
 
         A folder without ``vocab.json`` is an error (its words would silently be placeholders such
         as "adj0"), unless ``allow_missing_vocab=True``.
