@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import os
 import shutil
 import signal
@@ -179,6 +181,7 @@ def test_rerun_keeps_finished_shards_and_redoes_the_interrupted_one(images, tok,
     ("shard-size", "--shard-size"),
     ("native", "--native"),
     ("inputs", "input list"),
+    ("precision", "--precision"),
 ])
 def test_resume_refuses_a_different_model_or_settings(images, tok, reference, tmp_path, change, message):
     out = tmp_path / "out"
@@ -193,6 +196,9 @@ def test_resume_refuses_a_different_model_or_settings(images, tok, reference, tm
         kwargs["shard_size"] = 3
     elif change == "native":
         kwargs["native"] = True
+    elif change == "precision":
+        model = copy.deepcopy(tok)
+        model.precision = "bf16"
     else:
         source = tmp_path / "fewer"
         write_images(source, 3)

@@ -290,6 +290,8 @@ def encode_dataset(source: str | os.PathLike, out_dir: str | os.PathLike, tokeni
             "resolution": size, "native": bool(native), "resize_mode": cfg.resize_mode, "resample": cfg.resample,
             "shard_size": shard_size, "num_inputs": len(files), "inputs_hash": _inputs_hash(files),
             "source_root": str(root.resolve()),
+            # fast paths may differ from fp32 in a few near-tied cells: one run, one path
+            "precision": getattr(tok, "precision", "fp32"),
         }
         _claim_out_dir(out, settings, dist_info)
         layout = token_layout(cfg, grid)
@@ -348,7 +350,8 @@ def _check_settings(out: Path, old: Any, new: dict[str, Any]) -> None:
         raise ValueError(f"{out} holds tokens of model {old.get('model')!r} with other weights (weights hash "
                          f"{old.get('weights_hash')} vs {new['weights_hash']}); use a new output folder or the same model")
     flags = {"native": "--native", "resolution": "--resolution", "resize_mode": "the config's resize_mode",
-             "resample": "the config's resample", "shard_size": "--shard-size"}
+             "resample": "the config's resample", "shard_size": "--shard-size", "precision": "--precision"}
+    old = {"precision": "fp32", **old}  # runs started before precision was recorded used fp32
     for key, flag in flags.items():
         if old.get(key) != new[key]:
             raise ValueError(f"{out} was started with {key}={old.get(key)!r}, this run has {new[key]!r}; "
