@@ -256,7 +256,8 @@ def evaluate(model: str | Path | VQCTTokenizer, data: str | Path, *, resolution:
         "versions": library_versions(),
         "device": str(dev),
         "batch_size": batch_size,
-        "command": " ".join(sys.argv),
+        # the program's name, not its absolute path (reports are shared)
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "",
         "timing": {"wall_s": wall, "images_per_s": fidelity.count / wall},
         "files": {},
     }
