@@ -64,9 +64,10 @@ def test_shipped_model_loads_every_weight_and_round_trips(name: str) -> None:
     for key, value in stored.items():
         assert torch.equal(own[key].float(), value.float()), key
     f = tok.downsample_factor
-    tokens = tok.encode(torch.rand(3, 4 * f, 4 * f))
+    tokens = tok.encode(torch.rand(3, 4 * f, 4 * f), resize=False)
     assert tokens.shape == (4, 4, tok.tokens_per_cell)
     assert tok.decode(tokens).size == (4 * f, 4 * f)
+    assert tok.encode(torch.rand(3, 4 * f, 4 * f)).shape[0] == tok.config.resolution // f  # resized
 
 
 @pytest.mark.parametrize("kind", sorted(plain_images()))
