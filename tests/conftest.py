@@ -119,3 +119,21 @@ def pytest_runtest_makereport(item, call):
     if any(text in reason for text in STRICT_SKIP_REASONS):
         report.outcome = "failed"
         report.longrepr = f"skipped where CI requires it to run (VQCT_STRICT_SKIPS=1): {reason}"
+
+
+# A torchrun child for the DDP tests: trains with the given overrides, then saves each rank's model
+# state (captured from the trainer's build_model) as rank{RANK}.pt in run.out_dir for comparison.
+DDP_SPY_SCRIPT = (
+    "import os, sys, torch\n"
+    "from vqct_tokenizer.training.config import load_config\n"
+    "from vqct_tokenizer.training import trainer\n"
+    "cfg = load_config(None, sys.argv[1:])\n"
+    "captured = {}\n"
+    "orig = trainer.build_model\n"
+    "def spy(c, **kw):\n"
+    "    m = orig(c, **kw); captured['m'] = m; return m\n"
+    "trainer.build_model = spy\n"
+    "trainer.train(cfg)\n"
+    "torch.save({k: v.detach().clone() for k, v in captured['m'].state_dict().items()},\n"
+    "           os.path.join(cfg['run']['out_dir'], f\"rank{os.environ['RANK']}.pt\"))\n"
+)

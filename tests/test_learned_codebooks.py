@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from conftest import make_tokenizer
+from conftest import DDP_SPY_SCRIPT, make_tokenizer
 from test_training import image_dir, tiny_cfg, tiny_prior  # noqa: F401  (fixtures)
 
 from vqct_tokenizer import VQCTConfig, VQCTTokenizer
@@ -317,19 +317,7 @@ def test_ddp_two_ranks_keep_upkept_codebooks_identical(option, tiny_prior, image
     """torchrun, gloo, 2 ranks, each its own half-batch: all-reduced EMA statistics and rank 0's
     k-means centres and restart latents keep every rank's codebook (and everything else) identical."""
     script = tmp_path / "ddp_train.py"
-    script.write_text(
-        "import os, sys, torch\n"
-        "from vqct_tokenizer.training.config import load_config\n"
-        "from vqct_tokenizer.training import trainer\n"
-        "cfg = load_config(None, sys.argv[1:])\n"
-        "captured = {}\n"
-        "orig = trainer.build_model\n"
-        "def spy(c, **kw):\n"
-        "    m = orig(c, **kw); captured['m'] = m; return m\n"
-        "trainer.build_model = spy\n"
-        "trainer.train(cfg)\n"
-        "torch.save({k: v.detach().clone() for k, v in captured['m'].state_dict().items()},\n"
-        "           os.path.join(cfg['run']['out_dir'], f\"rank{os.environ['RANK']}.pt\"))\n")
+    script.write_text(DDP_SPY_SCRIPT)
     out = tmp_path / "ddp"
     overrides = ["model.resolution=16", "model.ch=8", "model.ch_mult=[1,2]", "model.num_res_blocks=1",
                  "model.attn_resolutions=[8]", "model.z_channels=8", "model.codebook_dim=4", "model.norm_groups=4",

@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import DDP_SPY_SCRIPT
 from vqct_tokenizer import VQCTTokenizer
 from vqct_tokenizer.codebook.prior import CodebookPrior, save_prior
 from vqct_tokenizer.training.checkpoint import find_latest, list_checkpoints, load_checkpoint
@@ -379,20 +380,7 @@ def test_shipped_configs_load():
 def test_ddp_two_processes_keep_parameters_identical(tiny_prior, image_dir, tmp_path):
     """torchrun with gloo, 2 ranks: after training, every rank holds the same parameters."""
     script = tmp_path / "ddp_train.py"
-    script.write_text(
-        "import os, sys, torch\n"
-        "from vqct_tokenizer.training.config import load_config\n"
-        "from vqct_tokenizer.training import trainer\n"
-        "from vqct_tokenizer.training.model import build_model\n"
-        "cfg = load_config(None, sys.argv[1:])\n"
-        "captured = {}\n"
-        "orig = trainer.build_model\n"
-        "def spy(c, **kw):\n"
-        "    m = orig(c, **kw); captured['m'] = m; return m\n"
-        "trainer.build_model = spy\n"
-        "trainer.train(cfg)\n"
-        "torch.save({k: v.detach().clone() for k, v in captured['m'].state_dict().items()},\n"
-        "           os.path.join(cfg['run']['out_dir'], f\"rank{os.environ['RANK']}.pt\"))\n")
+    script.write_text(DDP_SPY_SCRIPT)
     out = tmp_path / "ddp"
     overrides = [a for a in _cli_overrides(tmp_path, tiny_prior, image_dir) if not a.startswith("run.out_dir")]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),

@@ -100,6 +100,7 @@ def read_with_base(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
 
 
 def _overlay(base: dict[str, Any], new: dict[str, Any]) -> None:
+    """Deep-merge ``new`` into ``base`` (no key checks: bases and old checkpoints are trusted files)."""
     for key, value in new.items():
         if isinstance(base.get(key), dict) and isinstance(value, dict):
             _overlay(base[key], value)
@@ -202,13 +203,5 @@ def _validate_learned_options(cb: dict[str, Any]) -> None:
 def complete_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """A config saved by an older version (a checkpoint's) with the keys added since filled from DEFAULTS."""
     out = copy.deepcopy(DEFAULTS)
-    _fill(out, cfg)
+    _overlay(out, cfg)
     return out
-
-
-def _fill(base: dict[str, Any], new: dict[str, Any]) -> None:
-    for key, value in new.items():
-        if isinstance(base.get(key), dict) and isinstance(value, dict):
-            _fill(base[key], value)
-        else:
-            base[key] = copy.deepcopy(value)
