@@ -454,7 +454,7 @@ def test_export_writes_provenance_and_can_set_resolution_of_a_convolutional_mode
     tok = VQCTTokenizer.from_pretrained(out)
     prov = tok.config.extra["provenance"]
     assert prov["step"] == 2 and prov["images_seen"] == 8 and prov["trained_resolution"] == 16
-    assert len(prov["config_sha256"]) == 64 and len(prov["prior_sha256"]) == 64 and prov["train_wall_seconds"] > 0
+    assert len(prov["config_sha256"]) == 64 and len(prov["prior_sha256"]) == 64 and prov["train_wall_seconds"] >= 0
     assert tok.config.resolution == 32
     x = torch.rand(2, 3, 32, 32)
     assert torch.equal(tok.encode(x), model_from_checkpoint(tmp_path / "run").encode_ids(x * 2 - 1))

@@ -83,7 +83,7 @@ def checkpoint_provenance(ckpt: Path) -> dict[str, Any]:
         out["prior_sha256"] = _sha256(prior.read_bytes() + (run / "prior" / "embeddings.safetensors").read_bytes())
     metrics = run / "metrics.jsonl"
     if metrics.is_file():
-        out["train_wall_seconds"] = round(_wall_seconds(metrics, step, cfg), 1)
+        out["train_wall_seconds"] = round(_wall_seconds(metrics, step, cfg), 3)
     return out
 
 
