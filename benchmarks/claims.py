@@ -1,0 +1,335 @@
+"""The paper's claims at equal budget, three seeds, on birds (its own domain) and faces.
+
+One command trains every (domain, variant, seed) run it does not find finished, evaluates each on the
+same test images, and writes the tables, the paired verdicts and a rate-distortion plot with error
+bars to ``benchmarks/results/claims*``:
+
+    python benchmarks/claims.py --data-root ../shared/data --steps 1000 --seeds 0 1 2 --jobs 2
+
+Every variant is a shipped training config that differs from ``faces64`` only in its ``codebook``
+section (and ``model.codebook_dim`` for the learned baseline's low-dimensional lookup), so the
+network, losses, batch, steps and, for one seed, the initial weights of the shared parts and the data
+order are the same by construction. Birds runs use the prior mined from the CUB captions only
+(``codebook.prior=minilm-cub``, i.e. the ``birds64`` config); faces runs use the default prior.
+
+Variants:
+  vqct            VQCT: language prior (MiniLM word vectors), GCN transfer, adjective/noun split
+  random-vectors  the same graph and GCN fed frozen random vectors of the same shape and norm
+  learned-strong  the same token layout and rate, codebooks learned from scratch with cosine lookup in
+                  32 dims, k-means start, EMA updates and dead-code restart (faces64-learned-strong)
+  vqgan-k1024     plain VQGAN, one learned codebook of 1,024 codes (a different rate)
+  single          VQCT with one shared codebook of all words for all three slots (birds only)
+
+Runs go two at a time (``--jobs``), one torch thread each; a run is resumed from its last checkpoint,
+and a finished run whose report exists is not evaluated again, so the command can be rerun after an
+interruption and only does what is missing. ``--report-only`` never trains or evaluates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+VARIANTS = {
+    "vqct": "faces64",
+    "random-vectors": "faces64-randomprior",
+    "learned-strong": "faces64-learned-strong",
+    "vqgan-k1024": "faces64-vqgan",
+    "single": "faces64-single",
+}
+DOMAINS = {
+    # train list, test list, evaluation stride (an even spread over class-sorted lists), overrides
+    "birds": {"train": "birds227/train.txt", "test": "birds227/test.txt", "stride": 10,
+              "overrides": ["codebook.prior=minilm-cub"],
+              "variants": ["vqct", "random-vectors", "learned-strong", "vqgan-k1024", "single"]},
+    "faces": {"train": "faces256/train.txt", "test": "faces256/test.txt", "stride": 3, "overrides": [],
+              "variants": ["vqct", "random-vectors", "learned-strong", "vqgan-k1024"]},
+}
+METRICS = [("psnr", "PSNR", "{:.2f}", +1), ("ssim", "SSIM", "{:.4f}", +1), ("ms_ssim", "MS-SSIM", "{:.4f}", +1),
+           ("fd_effnet_l0", "FD-EffNetL0", "{:.2f}", -1)]
+# (name, variant, reference): does ``variant`` beat ``reference``?
+CLAIMS = [
+    ("language prior beats random word vectors", "vqct", "random-vectors"),
+    ("transfer beats the strongest learned codebook at equal rate", "vqct", "learned-strong"),
+    ("the adjective/noun split beats one shared codebook", "vqct", "single"),
+    ("VQCT beats plain VQGAN K=1024 (VQCT spends more bits)", "vqct", "vqgan-k1024"),
+]
+T_CRIT_DF2 = 4.303  # two-sided 5 % critical value of Student's t with 2 degrees of freedom (3 paired seeds)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-root", default=os.environ.get("VQCT_DATA", "../shared/data"),
+                   help="folder holding birds227/ and faces256/ (default: $VQCT_DATA or ../shared/data)")
+    p.add_argument("--steps", type=int, default=1000, help="the equal budget, in optimizer steps")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--domains", nargs="+", default=list(DOMAINS), choices=list(DOMAINS))
+    p.add_argument("--jobs", type=int, default=2, help="runs at a time, one torch thread each")
+    p.add_argument("--runs-dir", default="runs/claims")
+    p.add_argument("-o", "--output", default="benchmarks/results/claims", help="output prefix")
+    p.add_argument("--report-only", action="store_true", help="only aggregate the reports already written")
+    p.add_argument("--eval-one", nargs=4, metavar=("CHECKPOINT", "DATA", "STRIDE", "REPORT"), help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def plan(args: argparse.Namespace) -> list[dict]:
+    """Seed-major, so that an interrupted sweep has whole seeds rather than whole variants."""
+    runs = []
+    for seed in args.seeds:
+        for domain in args.domains:
+            spec = DOMAINS[domain]
+            for variant in spec["variants"]:
+                runs.append({"domain": domain, "variant": variant, "seed": seed, "config": VARIANTS[variant],
+                             "run_dir": Path(args.runs_dir) / domain / variant / f"seed{seed}",
+                             "report": Path(f"{args.output}_runs") / f"{domain}_{variant}_seed{seed}.json"})
+    return runs
+
+
+def execute(run: dict, args: argparse.Namespace) -> str:
+    from vqct_tokenizer.training.checkpoint import checkpoint_path
+
+    spec, root = DOMAINS[run["domain"]], Path(args.data_root)
+    run["run_dir"].mkdir(parents=True, exist_ok=True)
+    ckpt = checkpoint_path(run["run_dir"], args.steps)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if not ckpt.is_file():
+        cmd = [sys.executable, "-m", "vqct_tokenizer", "train", "--config", run["config"], "--resume",
+               f"data.train={root / spec['train']}", f"run.out_dir={run['run_dir']}", f"run.seed={run['seed']}",
+               f"optim.steps={args.steps}", "run.threads=1", "run.ckpt_every=500", "run.keep=2",
+               "run.image_every=500", *spec["overrides"]]
+        with open(run["run_dir"] / "train.log", "a") as log:
+            subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, env=env)
+    if not _report_matches(run["report"], ckpt):
+        cmd = [sys.executable, __file__, "--eval-one", str(ckpt), str(root / spec["test"]), str(spec["stride"]),
+               str(run["report"])]
+        with open(run["run_dir"] / "eval.log", "a") as log:
+            subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, env=env)
+    return f"{run['domain']}/{run['variant']}/seed{run['seed']}"
+
+
+def _report_matches(report: Path, ckpt: Path) -> bool:
+    try:
+        return json.loads(report.read_text())["model"]["id"] == str(ckpt)
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def evaluate_one(ckpt: str, data: str, stride: int, report: str) -> None:
+    """Evaluate one checkpoint and add its codebook's geometry (participation ratio per group)."""
+    import torch
+
+    from vqct_tokenizer.evaluation.evaluate import evaluate, load_model
+    from vqct_tokenizer.training.transfer import participation_ratio, top_component_share
+
+    torch.set_num_threads(1)
+    Path(report).parent.mkdir(parents=True, exist_ok=True)
+    result = evaluate(ckpt, data, stride=stride, batch_size=32, report_path=report, progress=False,
+                      external=False)
+    tok, _ = load_model(ckpt, torch.device("cpu"))
+    codes = tok.codebook.detach().float()
+    result["codebook_geometry"] = {g.name: {"participation_ratio": participation_ratio(codes[g.code_start:g.code_end]),
+                                            "top_component_share": top_component_share(codes[g.code_start:g.code_end]),
+                                            "dims": int(codes.shape[1])}
+                                   for g in tok.config.groups}
+    Path(report).write_text(json.dumps(result, indent=2, default=str) + "\n")
+
+
+# ----------------------------------------------------------------------------- aggregation
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else float("nan"))
+
+
+def run_values(report: dict) -> dict[str, float]:
+    m, rate, usage = report["metrics"], report["rate"], report["usage"]["groups"]
+    values = {k: float(m[k]) for k, *_ in METRICS if isinstance(m.get(k), (int, float))}
+    values["bits_per_image"] = float(rate["bits_per_image"])
+    values["entropy_bits_per_image"] = float(rate["entropy_bits_per_image_marginal"])
+    for name, g in usage.items():
+        values[f"usage_{name}"] = float(g["used_percent"])
+    for name, g in report.get("codebook_geometry", {}).items():
+        values[f"pr_{name}"] = float(g["participation_ratio"])
+    return values
+
+
+def aggregate(runs: list[dict]) -> dict:
+    per_run = {}
+    for run in runs:
+        if run["report"].is_file():
+            per_run[(run["domain"], run["variant"], run["seed"])] = run_values(json.loads(run["report"].read_text()))
+    summary: dict = {}
+    for (domain, variant, seed), values in per_run.items():
+        summary.setdefault(domain, {}).setdefault(variant, {}).setdefault("seeds", {})[seed] = values
+    for domain, variants in summary.items():
+        for variant, entry in variants.items():
+            keys = sorted({k for v in entry["seeds"].values() for k in v})
+            entry["mean_std"] = {k: mean_std([v[k] for v in entry["seeds"].values() if k in v]) for k in keys}
+    verdicts = []
+    for domain, variants in summary.items():
+        for claim, a, b in CLAIMS:
+            if a not in variants or b not in variants:
+                continue
+            seeds = sorted(set(variants[a]["seeds"]) & set(variants[b]["seeds"]))
+            row = {"domain": domain, "claim": claim, "variant": a, "reference": b, "seeds": seeds, "metrics": {}}
+            for key, label, _, sign in METRICS:
+                diffs = [variants[a]["seeds"][s][key] - variants[b]["seeds"][s][key] for s in seeds
+                         if key in variants[a]["seeds"][s] and key in variants[b]["seeds"][s]]
+                row["metrics"][key] = paired(diffs, sign)
+            verdicts.append(row)
+    return {"summary": summary, "verdicts": verdicts}
+
+
+def paired(diffs: list[float], sign: int) -> dict:
+    """Paired per-seed differences (variant - reference); ``sign`` is +1 where higher is better."""
+    if not diffs:
+        return {"n": 0, "verdict": "not measured"}
+    mean, sd = mean_std(diffs)
+    n = len(diffs)
+    t = mean / (sd / math.sqrt(n)) if n > 1 and sd > 0 else float("nan")
+    better = sum(1 for d in diffs if d * sign > 0)
+    if n == 3 and math.isfinite(t) and abs(t) >= T_CRIT_DF2:
+        verdict = "yes" if mean * sign > 0 else "no (worse)"
+    else:
+        verdict = "no clear difference"
+    return {"n": n, "diffs": diffs, "mean": mean, "std": sd, "t": t, "seeds_better": better, "verdict": verdict}
+
+
+def tables(agg: dict, steps: int) -> str:
+    out = [f"Equal budget: {steps} steps, batch 8, 64x64, one seed = one data order and initialisation shared by"
+           " all variants. mean ± std over seeds. FD-EffNetL0 is a Fréchet distance on EfficientNet-Lite0"
+           " features (not Inception: not comparable to published FID).", ""]
+    for domain, variants in agg["summary"].items():
+        out.append(f"### {domain}")
+        out.append("")
+        head = ["variant", "seeds", *(c[1] for c in METRICS), "bits/image", "entropy bits/image", "code usage %",
+                "participation ratio"]
+        out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for variant, entry in variants.items():
+            ms = entry["mean_std"]
+            cells = [variant, str(len(entry["seeds"]))]
+            for key, _, fmt, _ in METRICS:
+                cells.append(_pm(ms.get(key), fmt))
+            cells.append(f"{ms['bits_per_image'][0]:.0f}")
+            cells.append(_pm(ms.get("entropy_bits_per_image"), "{:.0f}"))
+            cells.append(", ".join(f"{k[6:]} {_pm(v, '{:.1f}')}" for k, v in ms.items() if k.startswith("usage_")))
+            cells.append(", ".join(f"{k[3:]} {_pm(v, '{:.1f}')}" for k, v in ms.items() if k.startswith("pr_")))
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+    out.append("### Paired verdicts")
+    out.append("")
+    out.append(f"Per-seed differences (variant − reference); 'yes' needs a paired t ≥ {T_CRIT_DF2} over 3 seeds"
+               " (two-sided 5 %); otherwise 'no clear difference'.")
+    out.append("")
+    head = ["domain", "claim", *(c[1] for c in METRICS)]
+    out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in agg["verdicts"]:
+        cells = [row["domain"], row["claim"]]
+        for key, _, fmt, _ in METRICS:
+            p = row["metrics"][key]
+            cells.append("n/a" if not p["n"] else
+                         f"{p['verdict']}: {fmt.format(p['mean'])} ± {fmt.format(p['std'])} ({p['seeds_better']}/{p['n']} seeds better)")
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def _pm(value: tuple[float, float] | None, fmt: str) -> str:
+    if value is None:
+        return "n/a"
+    mean, sd = value
+    return fmt.format(mean) + ("" if not math.isfinite(sd) else " ± " + fmt.format(sd))
+
+
+PALETTE = {"vqct": "#d62728", "random-vectors": "#ff7f0e", "learned-strong": "#1f77b4", "vqgan-k1024": "#2ca02c",
+           "single": "#9467bd"}
+
+
+def rd_plot(agg: dict, path: Path, panel: tuple[int, int] = (470, 420)) -> None:
+    """PSNR (mean ± std over seeds) against bits per image, one panel per domain."""
+    domains = list(agg["summary"])
+    legend_w = 190
+    img = Image.new("RGB", (panel[0] * max(len(domains), 1) + legend_w, panel[1]), "white")
+    d = ImageDraw.Draw(img)
+    d.text((10, 6), "Rate-distortion at equal budget: PSNR mean ± std over seeds vs bits per image (log2)", fill="black")
+    for j, domain in enumerate(domains):
+        pts = [(v, e["mean_std"]) for v, e in agg["summary"][domain].items() if "psnr" in e["mean_std"]]
+        ox = j * panel[0]
+        left, top, right, bottom = ox + 55, 40, ox + panel[0] - 15, panel[1] - 45
+        d.rectangle([left, top, right, bottom], outline="black")
+        d.text(((left + right) // 2 - 15, 24), domain, fill="black")
+        d.text(((left + right) // 2 - 40, bottom + 24), "bits per image", fill="black")
+        if not pts:
+            continue
+        xs = [math.log2(ms["bits_per_image"][0]) for _, ms in pts]
+        lo = [ms["psnr"][0] - _finite(ms["psnr"][1]) for _, ms in pts]
+        hi = [ms["psnr"][0] + _finite(ms["psnr"][1]) for _, ms in pts]
+        x0, x1, y0, y1 = min(xs) - 0.5, max(xs) + 0.5, min(lo) - 0.3, max(hi) + 0.3
+        sx = lambda v: left + (v - x0) / (x1 - x0) * (right - left)  # noqa: E731
+        sy = lambda v: bottom - (v - y0) / (y1 - y0) * (bottom - top)  # noqa: E731
+        for t in range(5):
+            xv, yv = x0 + t * (x1 - x0) / 4, y0 + t * (y1 - y0) / 4
+            d.text((sx(xv) - 12, bottom + 6), f"{2 ** xv:.0f}", fill="gray")
+            d.text((ox + 8, sy(yv) - 6), f"{yv:.1f}", fill="gray")
+            d.line([left, sy(yv), right, sy(yv)], fill="#eeeeee")
+        same_rate: dict[int, int] = {}
+        for (variant, ms), x, a, b in zip(pts, xs, lo, hi):
+            nth = same_rate.get(round(ms["bits_per_image"][0]), 0)
+            same_rate[round(ms["bits_per_image"][0])] = nth + 1
+            px, colour = sx(x) + nth * 9, PALETTE.get(variant, "black")
+            d.line([px, sy(a), px, sy(b)], fill=colour, width=2)
+            d.line([px - 4, sy(a), px + 4, sy(a)], fill=colour)
+            d.line([px - 4, sy(b), px + 4, sy(b)], fill=colour)
+            py = sy(ms["psnr"][0])
+            d.ellipse([px - 4, py - 4, px + 4, py + 4], fill=colour)
+    lx = panel[0] * max(len(domains), 1) + 10
+    for i, variant in enumerate(PALETTE):
+        y = 50 + i * 22
+        d.ellipse([lx, y, lx + 10, y + 10], fill=PALETTE[variant])
+        d.text((lx + 16, y - 1), variant, fill=PALETTE[variant])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+
+
+def _finite(x: float) -> float:
+    return x if math.isfinite(x) else 0.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.eval_one:
+        ckpt, data, stride, report = args.eval_one
+        evaluate_one(ckpt, data, int(stride), report)
+        return 0
+    runs = plan(args)
+    if not args.report_only:
+        start = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            for done in pool.map(lambda r: execute(r, args), runs):
+                print(f"[{time.perf_counter() - start:7.0f}s] done {done}", flush=True)
+    agg = aggregate(runs)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"command": " ".join(["python", "benchmarks/claims.py", *(argv if argv is not None else sys.argv[1:])]),
+               "steps": args.steps, "seeds": args.seeds,
+               "summary": {d: {v: {"seeds": {str(s): x for s, x in e["seeds"].items()}, "mean_std": e["mean_std"]}
+                               for v, e in vs.items()} for d, vs in agg["summary"].items()},
+               "verdicts": agg["verdicts"]}
+    Path(f"{out}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    text = tables(agg, args.steps)
+    Path(f"{out}.md").write_text(text + "\n")
+    rd_plot(agg, Path(f"{out}_rd.png"))
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
