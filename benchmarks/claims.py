@@ -4,7 +4,7 @@ One command trains every (domain, variant, seed) run it does not find finished, 
 same test images, and writes the tables, the paired verdicts and a rate-distortion plot with error
 bars to ``benchmarks/results/claims*``:
 
-    python benchmarks/claims.py --data-root ../shared/data --steps 1000 --seeds 0 1 2 --jobs 2
+    python benchmarks/claims.py --data-root ../shared/data --steps 800 --seeds 0 1 2 --jobs 2
 
 Every variant is a shipped training config that differs from ``faces64`` only in its ``codebook``
 section (and ``model.codebook_dim`` for the learned baseline's low-dimensional lookup), so the
@@ -40,6 +40,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+REPO = Path(__file__).resolve().parent.parent
 VARIANTS = {
     "vqct": "faces64",
     "random-vectors": "faces64-randomprior",
@@ -71,7 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-root", default=os.environ.get("VQCT_DATA", "../shared/data"),
                    help="folder holding birds227/ and faces256/ (default: $VQCT_DATA or ../shared/data)")
-    p.add_argument("--steps", type=int, default=1000, help="the equal budget, in optimizer steps")
+    p.add_argument("--steps", type=int, default=800, help="the equal budget, in optimizer steps")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--domains", nargs="+", default=list(DOMAINS), choices=list(DOMAINS))
     p.add_argument("--jobs", type=int, default=2, help="runs at a time, one torch thread each")
@@ -101,12 +102,14 @@ def execute(run: dict, args: argparse.Namespace) -> str:
     spec, root = DOMAINS[run["domain"]], Path(args.data_root)
     run["run_dir"].mkdir(parents=True, exist_ok=True)
     ckpt = checkpoint_path(run["run_dir"], args.steps)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # the package of this checkout, not whichever one is installed: the sweep may run from a snapshot
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     if not ckpt.is_file():
         cmd = [sys.executable, "-m", "vqct_tokenizer", "train", "--config", run["config"], "--resume",
                f"data.train={root / spec['train']}", f"run.out_dir={run['run_dir']}", f"run.seed={run['seed']}",
-               f"optim.steps={args.steps}", "run.threads=1", "run.ckpt_every=500", "run.keep=2",
-               "run.image_every=500", *spec["overrides"]]
+               f"optim.steps={args.steps}", "run.threads=1", f"run.ckpt_every={max(args.steps // 2, 1)}",
+               "run.keep=2", f"run.image_every={max(args.steps // 2, 1)}", *spec["overrides"]]
         with open(run["run_dir"] / "train.log", "a") as log:
             subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, env=env)
     if not _report_matches(run["report"], ckpt):
@@ -119,16 +122,21 @@ def execute(run: dict, args: argparse.Namespace) -> str:
 
 def _report_matches(report: Path, ckpt: Path) -> bool:
     try:
-        return json.loads(report.read_text())["model"]["id"] == str(ckpt)
-    except (OSError, ValueError, KeyError):
+        found = json.loads(report.read_text())
+        return found["model"]["id"] == str(ckpt) and "used_participation_ratio" in next(iter(found["codebook_geometry"].values()))
+    except (OSError, ValueError, KeyError, StopIteration):
         return False
 
 
 def evaluate_one(ckpt: str, data: str, stride: int, report: str) -> None:
-    """Evaluate one checkpoint and add its codebook's geometry (participation ratio per group)."""
+    """Evaluate one checkpoint and add its codebook's geometry per group: the participation ratio of
+    all codes, of the codes chosen on the test images, and the norms of chosen and unchosen codes
+    (is a low ratio carried by a few far-out codes nobody uses, or by the used ones?)."""
     import torch
+    from PIL import Image as PILImage
 
-    from vqct_tokenizer.evaluation.evaluate import evaluate, load_model
+    from vqct_tokenizer.evaluation.evaluate import evaluate, list_images, load_model
+    from vqct_tokenizer.evaluation.usage import CodeUsage
     from vqct_tokenizer.training.transfer import participation_ratio, top_component_share
 
     torch.set_num_threads(1)
@@ -136,11 +144,25 @@ def evaluate_one(ckpt: str, data: str, stride: int, report: str) -> None:
     result = evaluate(ckpt, data, stride=stride, batch_size=32, report_path=report, progress=False,
                       external=False)
     tok, _ = load_model(ckpt, torch.device("cpu"))
+    usage = CodeUsage(tok.config)
+    with torch.inference_mode():
+        for path in list_images(data, stride=stride):
+            with PILImage.open(path) as im:
+                usage.update(tok.encode(im.convert("RGB")))
     codes = tok.codebook.detach().float()
-    result["codebook_geometry"] = {g.name: {"participation_ratio": participation_ratio(codes[g.code_start:g.code_end]),
-                                            "top_component_share": top_component_share(codes[g.code_start:g.code_end]),
-                                            "dims": int(codes.shape[1])}
-                                   for g in tok.config.groups}
+    geometry = {}
+    for g in tok.config.groups:
+        group, used = codes[g.code_start:g.code_end], usage.counts[g.name] > 0
+        norms = group.norm(dim=1)
+        geometry[g.name] = {
+            "participation_ratio": participation_ratio(group), "top_component_share": top_component_share(group),
+            "used_participation_ratio": participation_ratio(group[used]) if used.sum() > 1 else float("nan"),
+            "used_top_component_share": top_component_share(group[used]) if used.sum() > 1 else float("nan"),
+            "used_codes": int(used.sum()), "codes": int(group.shape[0]), "dims": int(group.shape[1]),
+            "mean_norm_used": float(norms[used].mean()) if used.any() else float("nan"),
+            "mean_norm_unused": float(norms[~used].mean()) if (~used).any() else float("nan"),
+        }
+    result["codebook_geometry"] = geometry
     Path(report).write_text(json.dumps(result, indent=2, default=str) + "\n")
 
 
@@ -159,6 +181,8 @@ def run_values(report: dict) -> dict[str, float]:
         values[f"usage_{name}"] = float(g["used_percent"])
     for name, g in report.get("codebook_geometry", {}).items():
         values[f"pr_{name}"] = float(g["participation_ratio"])
+        if "used_participation_ratio" in g:
+            values[f"pr_used_{name}"] = float(g["used_participation_ratio"])
     return values
 
 
@@ -212,7 +236,8 @@ def tables(agg: dict, steps: int) -> str:
         out.append(f"### {domain}")
         out.append("")
         head = ["variant", "seeds", *(c[1] for c in METRICS), "bits/image", "entropy bits/image", "code usage %",
-                "participation ratio"]
+                "participation ratio, all codes",
+                "participation ratio, codes used on the test images"]
         out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for variant, entry in variants.items():
             ms = entry["mean_std"]
@@ -222,7 +247,9 @@ def tables(agg: dict, steps: int) -> str:
             cells.append(f"{ms['bits_per_image'][0]:.0f}")
             cells.append(_pm(ms.get("entropy_bits_per_image"), "{:.0f}"))
             cells.append(", ".join(f"{k[6:]} {_pm(v, '{:.1f}')}" for k, v in ms.items() if k.startswith("usage_")))
-            cells.append(", ".join(f"{k[3:]} {_pm(v, '{:.1f}')}" for k, v in ms.items() if k.startswith("pr_")))
+            cells.append(", ".join(f"{k[3:]} {_pm(v, '{:.1f}')}" for k, v in ms.items()
+                                   if k.startswith("pr_") and not k.startswith("pr_used_")))
+            cells.append(", ".join(f"{k[8:]} {_pm(v, '{:.1f}')}" for k, v in ms.items() if k.startswith("pr_used_")))
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
     out.append("### Paired verdicts")
@@ -304,6 +331,7 @@ def _finite(x: float) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    sys.path.insert(0, str(REPO))
     args = parse_args(argv)
     if args.eval_one:
         ckpt, data, stride, report = args.eval_one

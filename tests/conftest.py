@@ -28,7 +28,7 @@ NOUNS = ["skin", "hair", "eye", "nose", "mouth", "beak", "wing", "tail", "leaf",
 def tiny_config(**overrides) -> VQCTConfig:
     """The test architecture: resolution 32, f = 4, attention at the 8x8 level, D = 8, A = 12, N = 20, k = 2."""
     fields = dict(resolution=32, ch=16, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,),
-                  z_channels=8, norm_groups=8, codebook_dim=8, quantizer="dual",
+                  z_channels=8, norm_groups=8, codebook_dim=8, quantizer="vqct",
                   num_adjectives=len(ADJECTIVES), num_nouns=len(NOUNS), k_adjectives=2)
     fields.update(overrides)
     return VQCTConfig(**fields)
@@ -37,7 +37,7 @@ def tiny_config(**overrides) -> VQCTConfig:
 def make_tokenizer(seed: int = 0, **overrides) -> VQCTTokenizer:
     torch.manual_seed(seed)
     config = tiny_config(**overrides)
-    vocab = ADJECTIVES + NOUNS if config.quantizer == "dual" else None
+    vocab = ADJECTIVES + NOUNS if config.quantizer == "vqct" else None
     tok = VQCTTokenizer(config, vocab)
     with torch.no_grad():
         tok.codebook.copy_(torch.randn(tok.codebook.shape, generator=torch.Generator().manual_seed(seed + 1)))
@@ -45,7 +45,7 @@ def make_tokenizer(seed: int = 0, **overrides) -> VQCTTokenizer:
 
 
 VARIANTS = {
-    "dual": {},
+    "vqct": {},
     "vq": dict(quantizer="vq", num_codes=24, num_adjectives=0, num_nouns=0),
     "shared": dict(shared_codebook=True),
 }
@@ -62,7 +62,7 @@ def one_thread():
 
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory) -> Path:
-    """A saved tiny dual-quantizer tokenizer (the default variant)."""
+    """A saved tiny VQCT-quantizer tokenizer (the default variant)."""
     path = tmp_path_factory.mktemp("tiny-vqct")
     make_tokenizer().save_pretrained(path)
     return path
@@ -76,7 +76,7 @@ def tok(model_dir) -> VQCTTokenizer:
 
 @pytest.fixture(scope="session", params=sorted(VARIANTS))
 def variant_dir(request, tmp_path_factory) -> Path:
-    """Each quantizer variant (dual, vq, shared codebook), saved."""
+    """Each quantizer variant (vqct, vq, shared codebook), saved."""
     path = tmp_path_factory.mktemp(f"tiny-{request.param}")
     make_tokenizer(**VARIANTS[request.param]).save_pretrained(path)
     return path
@@ -122,18 +122,40 @@ def pytest_runtest_makereport(item, call):
 
 
 # A torchrun child for the DDP tests: trains with the given overrides, then saves each rank's model
-# state (captured from the trainer's build_model) as rank{RANK}.pt in run.out_dir for comparison.
+# state (captured from the trainer's build_model) as rank{RANK}.pt in run.out_dir for comparison, and
+# rank{RANK}_gan.pt with the discriminator's state after training and at construction, and the
+# generator's and discriminator's optimizer states (each identified by the parameters it holds).
+# Without torchrun (no RANK) it names the files "single".
 DDP_SPY_SCRIPT = (
     "import os, sys, torch\n"
     "from vqct_tokenizer.training.config import load_config\n"
     "from vqct_tokenizer.training import trainer\n"
     "cfg = load_config(None, sys.argv[1:])\n"
-    "captured = {}\n"
+    "captured = {'opts': []}\n"
+    "def state(module):\n"
+    "    return {k: v.detach().clone() for k, v in module.state_dict().items()}\n"
     "orig = trainer.build_model\n"
     "def spy(c, **kw):\n"
     "    m = orig(c, **kw); captured['m'] = m; return m\n"
     "trainer.build_model = spy\n"
+    "class SpyDiscriminator(trainer.PatchDiscriminator):\n"
+    "    def __init__(self, *args, **kwargs):\n"
+    "        super().__init__(*args, **kwargs)\n"
+    "        captured['d'], captured['d_init'] = self, state(self)\n"
+    "trainer.PatchDiscriminator = SpyDiscriminator\n"
+    "class SpyAdam(torch.optim.Adam):\n"
+    "    def __init__(self, *args, **kwargs):\n"
+    "        super().__init__(*args, **kwargs); captured['opts'].append(self)\n"
+    "torch.optim.Adam = SpyAdam\n"
     "trainer.train(cfg)\n"
-    "torch.save({k: v.detach().clone() for k, v in captured['m'].state_dict().items()},\n"
-    "           os.path.join(cfg['run']['out_dir'], f\"rank{os.environ['RANK']}.pt\"))\n"
+    "def optimizer_of(module):\n"
+    "    ids = {id(p) for p in module.parameters()}\n"
+    "    found = [o for o in captured['opts'] if {id(p) for g in o.param_groups for p in g['params']} == ids]\n"
+    "    assert len(found) == 1, f'{len(found)} optimizers hold exactly the parameters of {type(module).__name__}'\n"
+    "    return found[0].state_dict()\n"
+    "rank, out = os.environ.get('RANK', 'single'), cfg['run']['out_dir']\n"
+    "torch.save(state(captured['m']), os.path.join(out, f'rank{rank}.pt'))\n"
+    "torch.save({'discriminator': state(captured['d']), 'discriminator_init': captured['d_init'],\n"
+    "            'opt_g': optimizer_of(captured['m']), 'opt_d': optimizer_of(captured['d'])},\n"
+    "           os.path.join(out, f'rank{rank}_gan.pt'))\n"
 )

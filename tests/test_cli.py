@@ -14,8 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
+from vqct_tokenizer import load_token_dataset
 from vqct_tokenizer.cli import main
-from vqct_tokenizer.cli.tokens import read_token_file
+from vqct_tokenizer.tokens import encoded_tokens, read_token_file, write_token_file
 
 from conftest import ADJECTIVES, NOUNS, REPO_ROOT, make_tokenizer, random_rgb
 
@@ -47,14 +48,15 @@ def test_encode_stores_tokens_paths_sizes_and_model(tok, model_dir, images, tmp_
     out = tmp_path / f"tokens{suffix}"
     assert vqct("encode", *images, "-o", out, "--model", model_dir, "--device", "cpu") == 0
     raw = torch.load(out, weights_only=True) if suffix == ".pt" else json.loads(out.read_text())
-    assert raw["format"] == "vqct-tokens" and raw["version"] == 1
+    assert raw["format"] == "vqct-tokens" and raw["version"] == 2
     assert raw["image_paths"] == [str(p) for p in images]
     assert raw["image_sizes"] == [[40, 48], [40, 48], [37, 53]]
     assert raw["resized"] is True
     assert raw["model"] == str(model_dir) and raw["config_hash"] == tok.config.architecture_hash()
+    assert raw["layout"] == tok.config.token_layout(GRID[:2])
     assert raw["layout"]["slots"] == ["adjective", "adjective", "noun"]
-    assert raw["layout"]["id_ranges"] == {"adjective": [0, len(ADJECTIVES)],
-                                          "noun": [len(ADJECTIVES), len(ADJECTIVES) + len(NOUNS)]}
+    assert raw["layout"]["groups"] == [{"name": "adjective", "k": 2, "id_range": [0, len(ADJECTIVES)]},
+                                       {"name": "noun", "k": 1, "id_range": [len(ADJECTIVES), len(ADJECTIVES) + len(NOUNS)]}]
     expected = tok.encode([str(p) for p in images])
     assert torch.equal(torch.as_tensor(raw["tokens"]), expected)
 
@@ -227,6 +229,76 @@ def test_decode_bad_token_files(model_dir, tmp_path, capsys, kind, message):
 def test_decode_missing_token_file(model_dir, tmp_path, capsys):
     assert vqct("decode", tmp_path / "none.pt", "-o", tmp_path / "o.png", "--model", model_dir) == 2
     assert "not found" in error_of(capsys)
+
+
+# ---------------------------------------------------------------------------------------- the library token-file module
+@pytest.mark.parametrize("suffix", [".pt", ".json", ".npy"])
+def test_token_file_round_trip_through_the_library(tok, images, tmp_path, suffix):
+    for resize in (True, False):
+        paths = [str(p) for p in (images[:2] if suffix == ".npy" and not resize else images)]
+        tokens, sizes = tok.encode(paths, resize=resize, return_image_sizes=True)
+        grids = list(tokens)
+        stored = encoded_tokens(tok, grids, paths, sizes, resized=resize)
+        write_token_file(tmp_path / f"t{suffix}", stored)
+        back = read_token_file(tmp_path / f"t{suffix}")
+        assert len(back.grids) == len(grids) and all(torch.equal(a, b) for a, b in zip(back.grids, grids))
+        assert all(g.dtype == torch.int64 for g in back.grids)
+        if suffix == ".npy":  # the bare array: nothing else survives
+            assert (back.image_paths, back.layout, back.model) == (None, None, None)
+            continue
+        assert (back.image_paths, back.image_sizes, back.resized) == (paths, [tuple(s) for s in sizes], resize)
+        assert (back.model, back.config_hash) == (str(tok.name_or_path), tok.config.architecture_hash())
+        assert back.layout == tok.config.token_layout(GRID[:2] if resize else None)
+        # and the same file is a dataset: by index or by recorded path
+        ds = load_token_dataset(tmp_path / f"t{suffix}")
+        assert len(ds) == len(grids) and ds.layout == back.layout and ds.failures == []
+        assert torch.equal(ds[paths[-1]], grids[-1]) and ds.image_size(paths[-1]) == tuple(sizes[-1])
+
+
+def _version_1_file(tok, images, path: Path, resize: bool = True) -> None:
+    """A token file exactly as vqct-tokenizer wrote it before the layout was shared (format version 1)."""
+    paths = [str(p) for p in images]
+    tokens, sizes = tok.encode(paths, resize=resize, return_image_sizes=True)
+    cfg = tok.config
+    payload = {"format": "vqct-tokens", "version": 1,
+               "tokens": tokens if isinstance(tokens, torch.Tensor) else list(tokens),
+               "image_paths": paths, "image_sizes": [[h, w] for h, w in sizes], "resized": resize,
+               "model": str(tok.name_or_path), "config_hash": cfg.architecture_hash(),
+               "layout": {"axes": ["image", "row", "column", "slot"],
+                          "slots": [g.name for g in cfg.groups for _ in range(g.k)],
+                          "id_ranges": {g.name: [g.code_start, g.code_end] for g in cfg.groups},
+                          "vocab_size": cfg.codebook_size, "downsample_factor": cfg.downsample_factor}}
+    if path.suffix == ".pt":
+        torch.save(payload, path)
+    else:
+        grids = payload["tokens"].unbind(0) if isinstance(payload["tokens"], torch.Tensor) else payload["tokens"]
+        path.write_text(json.dumps(dict(payload, tokens=[g.tolist() for g in grids])))
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".json"])
+def test_version_1_token_files_still_load_and_decode(tok, model_dir, images, tmp_path, suffix):
+    old = tmp_path / f"old{suffix}"
+    _version_1_file(tok, images, old, resize=False)
+    stored = read_token_file(old)
+    assert stored.layout == tok.config.token_layout(None)  # read as the shared layout
+    assert vqct("decode", old, "-o", tmp_path / "out", "--model", model_dir) == 0
+    assert [Image.open(tmp_path / "out" / f"img{i}.png").size for i in range(3)] == [(48, 40), (48, 40), (53, 37)]
+    assert torch.equal(load_token_dataset(old)[2], tok.encode(images[2], resize=False))
+
+
+def test_token_file_that_contradicts_its_own_layout(tok, images, tmp_path, capsys, model_dir):
+    out = tmp_path / "t.json"
+    assert vqct("encode", images[0], "-o", out, "--model", model_dir) == 0
+    data = json.loads(out.read_text())
+    data["layout"]["grid"] = [4, 4]
+    out.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"have shape \(8, 8, 3\), but the file's layout says \(4, 4, 3\)"):
+        load_token_dataset(out)
+    data["layout"]["grid"] = [8, 8]
+    data["tokens"][0][0][0][2] = 0  # an adjective id in the noun slot
+    out.write_text(json.dumps(data))
+    assert vqct("decode", out, "-o", tmp_path / "o.png", "--model", model_dir) == 2
+    assert "image 0: token id 0 out of range for noun slots" in error_of(capsys)
 
 
 # ---------------------------------------------------------------------------------------- reconstruct, describe

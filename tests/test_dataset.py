@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-
+import json
 import os
 import shutil
 import signal
@@ -20,6 +20,7 @@ from PIL import Image
 from vqct_tokenizer import VQCTConfig, VQCTTokenizer, load_token_dataset
 from vqct_tokenizer.cli import main
 from vqct_tokenizer.dataset import SHARD_SLEEP_ENV, encode_dataset, list_inputs
+from vqct_tokenizer.tokens import read_token_file
 
 REPO = Path(__file__).resolve().parents[1]
 CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
@@ -132,13 +133,39 @@ def test_cli_with_a_list_file_workers_and_native_size(images, tok, model, tmp_pa
     ds = load_token_dataset(out)
     assert ds.paths == ["../img03.png", "../sub/img04.png", "../img00.png"]
     assert ds.failures[0]["path"] == "../missing.png" and "not found" in ds.failures[0]["error"]
-    assert ds.manifest["layout"]["grid"] is None
+    assert ds.manifest["layout"]["grid"] is None and ds.layout == tok.config.token_layout(None)
     for name in ds.paths:
         tokens, size = tok.encode(str(listing.parent / name), resize=False, return_image_sizes=True)
         assert torch.equal(ds[name], tokens) and ds.image_size(name) == size
     # and the grids decode back to the original size
     h, w = ds.image_size(0)
     assert tok.decode(ds[0], image_size=(h, w)).size == (w, h)
+
+
+@pytest.mark.parametrize("suffix", [".json", ".pt"])
+def test_cli_token_files_and_dataset_shards_share_one_layout(images, tok, model, reference, tmp_path, suffix):
+    """`vqct encode` and `vqct encode-dataset` record the same layout, from VQCTConfig.token_layout."""
+    ds = load_token_dataset(reference)
+    root, files = list_inputs(images)
+    out = tmp_path / f"t{suffix}"
+    assert main(["encode", str(root / files[0]), str(root / files[2]), "-o", str(out), "--model", str(model)]) == 0
+    raw = json.loads(out.read_text()) if suffix == ".json" else torch.load(out, weights_only=True)
+    assert raw["layout"] == ds.manifest["layout"] == tok.config.token_layout((8, 8))
+    assert read_token_file(out).layout == ds.layout
+    # the token file opens as a dataset too, with the tokens of the shards
+    file_ds = load_token_dataset(out)
+    assert file_ds.layout == ds.layout and file_ds.config_hash == ds.config_hash
+    assert torch.equal(file_ds[1], ds[files[2]]) and torch.equal(file_ds[str(root / files[0])], ds[files[0]])
+
+
+def test_manifest_written_before_the_shared_layout_still_loads(reference, tmp_path):
+    """Manifests of earlier versions also recorded layout.dtype; they read as before."""
+    out = tmp_path / "old"
+    shutil.copytree(reference, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["layout"]["dtype"] = "int16"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert_same_output(reference, out)
 
 
 def test_missing_manifest_is_a_clear_error(tmp_path, images, tok):

@@ -105,9 +105,9 @@ def _random_tokens(cfg: VQCTConfig, b: int, h: int = 4, w: int = 4, seed: int = 
     return torch.cat(cols, dim=-1)
 
 
-@pytest.mark.parametrize("kind", ["dual", "shared", "vq"])
+@pytest.mark.parametrize("kind", ["vqct", "shared", "vq"])
 def test_usage_over_batches_equals_usage_at_once(kind: str) -> None:
-    cfg = {"dual": VQCTConfig(**TINY), "shared": VQCTConfig(**TINY, shared_codebook=True),
+    cfg = {"vqct": VQCTConfig(**TINY), "shared": VQCTConfig(**TINY, shared_codebook=True),
            "vq": VQCTConfig(**{**TINY, "quantizer": "vq", "num_codes": 16})}[kind]
     tokens = _random_tokens(cfg, b=7)
     once, batched = CodeUsage(cfg), CodeUsage(cfg)
@@ -224,7 +224,7 @@ def test_report_schema_and_files(tiny_tokenizer: VQCTTokenizer, image_dir: Path,
                      "device": str, "timing": dict, "files": dict}.items():
         assert isinstance(report[key], typ), key
     assert report["data"]["count"] == 5 and report["data"]["resolution"] == 32
-    assert report["model"]["quantizer"] == "dual" and [g["name"] for g in report["model"]["groups"]] == ["adjective", "noun"]
+    assert report["model"]["quantizer"] == "vqct" and [g["name"] for g in report["model"]["groups"]] == ["adjective", "noun"]
     m = report["metrics"]
     assert set(m) == {"psnr", "ssim", "ms_ssim", "fd_effnet_l0", "rfid", "lpips"}
     for name in ("psnr", "ssim", "ms_ssim"):

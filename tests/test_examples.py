@@ -28,12 +28,16 @@ def test_example_images_are_shipped():
 
 
 def test_tokenize_folder(model_dir, tmp_path):
-    load_example("tokenize_folder").main([str(REPO / "examples" / "images"), "-o", str(tmp_path), "--model", str(model_dir)])
-    index = json.loads((tmp_path / "index.json").read_text())["files"]
-    assert sorted(index) == sorted(p.name for p in EXAMPLE_IMAGES)
+    from vqct_tokenizer.tokens import read_token_file
+
+    out = tmp_path / "tokens.pt"
+    load_example("tokenize_folder").main([str(REPO / "examples" / "images"), "-o", str(out), "--model", str(model_dir)])
+    stored = read_token_file(out)
+    assert [Path(p).name for p in stored.image_paths] == sorted(p.name for p in EXAMPLE_IMAGES)
     tok = VQCTTokenizer.from_pretrained(model_dir)
-    first = EXAMPLE_IMAGES[0]
-    np.testing.assert_array_equal(np.load(tmp_path / index[first.name]), tok.encode(str(first)).numpy())
+    assert stored.layout == tok.config.token_layout(tuple(stored.grids[0].shape[:2]))
+    first = sorted(EXAMPLE_IMAGES)[0]
+    np.testing.assert_array_equal(stored.grids[0].numpy(), tok.encode(str(first)).numpy())
 
 
 def test_draw_words(model_dir, tmp_path):

@@ -56,7 +56,7 @@ def test_restart_revives_a_code_never_chosen():
     assert book.unused_steps[3] == 0
 
 
-def test_restart_in_the_dual_layout_draws_from_its_own_group():
+def test_restart_in_the_vqct_layout_draws_from_its_own_group():
     """Rows [0, A) restart from the adjective channel slice, rows [A, A+N) from the noun slice."""
     torch.manual_seed(0)
     groups = (CodeGroup("adjective", 0, 3, 2), CodeGroup("noun", 3, 6, 1))

@@ -7,13 +7,14 @@ gradients or checkerboards fails here.
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from vqct_tokenizer import VQCTTokenizer
+from vqct_tokenizer import VQCTConfig, VQCTTokenizer
 from vqct_tokenizer.defaults import DEFAULT_MODEL, find_shipped, shipped_names
 
 SIZE = 256
@@ -89,3 +90,20 @@ def test_default_is_general_purpose() -> None:
     assert tok.downsample_factor == 8 and tok.config.resolution == 256
     tokens = tok.encode(torch.rand(3, 40, 72), resize=False)
     assert tokens.shape == (5, 9, 3)
+
+
+def test_configs_that_say_dual_load_as_vqct_and_keep_their_hash(tmp_path) -> None:
+    """The VQCT quantizer was called "dual" before; the shipped weights' config.json and older exports
+    say so. They load under the one name, and their architecture hash (in token files) is unchanged."""
+    cfg = VQCTConfig(num_adjectives=5, num_nouns=7)
+    assert cfg.quantizer == "vqct"
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**cfg.to_dict(), "quantizer": "dual"}))
+    legacy = VQCTConfig.load(path)
+    assert legacy.to_dict() == cfg.to_dict()
+    assert legacy.architecture_hash() == cfg.architecture_hash() == "3f0a5d3f9b6496b9"  # computed under "dual"
+    for name in shipped_names():
+        folder = find_shipped(name)
+        if folder is not None:
+            raw = json.loads((folder / "config.json").read_text())["quantizer"]
+            assert VQCTConfig.load(folder / "config.json").quantizer == {"dual": "vqct"}.get(raw, raw)

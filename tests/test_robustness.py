@@ -690,18 +690,35 @@ def test_decode_uses_the_model_recorded_in_the_token_file(model, tok, tmp_path, 
     assert np.array_equal(np.asarray(Image.open(tmp_path / "o.png")), np.asarray(expected))
 
 
-def test_token_file_whose_layout_disagrees_with_the_model(model, tmp_path, capsys):
+@pytest.mark.parametrize("version", [2, 1])
+def test_token_file_whose_layout_disagrees_with_the_model(version, model, tmp_path, capsys):
     random_image(16, 16).save(tmp_path / "img.png")
     assert vqct("encode", tmp_path / "img.png", "-o", tmp_path / "t.json", "--model", model) == 0
     data = json.loads((tmp_path / "t.json").read_text())
     del data["config_hash"]
-    data["layout"]["id_ranges"]["noun"] = [6, 40]
+    if version == 2:
+        data["layout"]["groups"][1]["id_range"] = [6, 40]
+    else:  # the layout as version 1 recorded it
+        layout = data["layout"]
+        data.update(version=1, layout={"axes": ["image", *layout["axes"]], "slots": layout["slots"],
+                                       "id_ranges": {"adjective": [0, 6], "noun": [6, 40]},
+                                       "vocab_size": layout["vocab_size"],
+                                       "downsample_factor": layout["downsample_factor"]})
     (tmp_path / "t.json").write_text(json.dumps(data))
     (tmp_path / "o.png").write_bytes(b"earlier image")
     assert vqct("decode", tmp_path / "t.json", "-o", tmp_path / "o.png", "--model", model) == 2
     err = one_line_error(capsys, "decode")
-    assert "token layout disagrees" in err and "id_ranges" in err and "[6, 40]" in err
+    assert "token layout disagrees" in err and "noun id_range [6, 40] vs [6, 15]" in err
     assert (tmp_path / "o.png").read_bytes() == b"earlier image"
+
+
+def test_token_file_of_a_newer_version_is_refused(model, tmp_path, capsys):
+    random_image(16, 16).save(tmp_path / "img.png")
+    assert vqct("encode", tmp_path / "img.png", "-o", tmp_path / "t.json", "--model", model) == 0
+    data = json.loads((tmp_path / "t.json").read_text())
+    (tmp_path / "t.json").write_text(json.dumps(dict(data, version=3)))
+    assert vqct("decode", tmp_path / "t.json", "-o", tmp_path / "o.png", "--model", model) == 2
+    assert "version 3 is not one this vqct-tokenizer reads (1 to 2)" in one_line_error(capsys, "decode")
 
 
 def test_push_to_hub_without_a_network_is_one_line(tok, monkeypatch):

@@ -378,13 +378,17 @@ def test_shipped_configs_load():
 
 
 def test_ddp_two_processes_keep_parameters_identical(tiny_prior, image_dir, tmp_path):
-    """torchrun with gloo, 2 ranks: after training, every rank holds the same parameters."""
+    """torchrun with gloo, 2 ranks, each its own half-batch, the GAN on from step 0: after training
+    every rank holds the same autoencoder and the same discriminator, and both optimizers' states
+    match, so the discriminator's gradients were all-reduced too (a rank-local discriminator would
+    drift apart on its own half of the data)."""
     script = tmp_path / "ddp_train.py"
     script.write_text(DDP_SPY_SCRIPT)
     out = tmp_path / "ddp"
-    overrides = [a for a in _cli_overrides(tmp_path, tiny_prior, image_dir) if not a.startswith("run.out_dir")]
+    overrides = [a for a in _cli_overrides(tmp_path, tiny_prior, image_dir)
+                 if not a.startswith(("run.out_dir", "loss.disc_start"))]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
-           *overrides, f"run.out_dir={out}", "optim.steps=3"]
+           *overrides, f"run.out_dir={out}", "optim.steps=3", "loss.disc_start=0", "run.log_every=1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -393,6 +397,41 @@ def test_ddp_two_processes_keep_parameters_identical(tiny_prior, image_dir, tmp_
     for k in r0:
         assert torch.equal(r0[k], r1[k]), f"{k} differs between ranks"
     assert load_checkpoint(out)["step"] == 3
+
+    # the GAN was on at every step: the generator got an adversarial term, the discriminator a loss
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == [1, 2, 3]
+    assert all(r["d"] > 0 and r["g"] != 0 and r["d_weight"] > 0 for r in logged), logged
+    g0, g1 = (torch.load(out / f"rank{r}_gan.pt", weights_only=True) for r in (0, 1))
+    d0, d1, d_init = g0["discriminator"], g1["discriminator"], g0["discriminator_init"]
+    assert d0.keys() == d1.keys() == d_init.keys()
+    params = [k for k in d0 if k.endswith(("weight", "bias"))]
+    assert len(params) >= 5  # convs and BatchNorm affines
+    for k in params:
+        assert torch.equal(d0[k], d1[k]), f"discriminator {k} differs between ranks"
+    for k in d_init:  # the same start everywhere (same seed; DDP broadcasts rank 0's anyway)
+        assert torch.equal(d_init[k], g1["discriminator_init"][k]), k
+    # every weight trained (the last bias may not: the hinge loss's gradient on it is zero while all
+    # logits lie in (-1, 1), as they do at the start)
+    assert [k for k in params if k.endswith("weight") and torch.equal(d0[k], d_init[k])] == []
+    # BatchNorm's step counters agree; its running statistics are per rank (no SyncBatchNorm: each rank
+    # normalises by its own half-batch) and only feed eval mode, which training never uses
+    for k in d0:
+        if k.endswith("num_batches_tracked"):
+            assert int(d0[k]) == int(d1[k]) > 0, k
+    # both optimizers' states (Adam moments and step counts) are the same on both ranks
+    for name in ("opt_g", "opt_d"):
+        s0, s1 = g0[name]["state"], g1[name]["state"]
+        assert s0.keys() == s1.keys() and len(s0) == len(g0[name]["param_groups"][0]["params"]), name
+        for i in s0:
+            assert float(s0[i]["step"]) == float(s1[i]["step"]) == 3, (name, i)
+            for moment in ("exp_avg", "exp_avg_sq"):
+                assert torch.equal(s0[i][moment], s1[i][moment]), f"{name} {moment} of parameter {i} differs"
+        assert any(s0[i]["exp_avg_sq"].abs().sum() > 0 for i in s0), name
+    # rank 0's checkpoint holds that discriminator
+    ckpt = load_checkpoint(out)
+    for k in params:
+        assert torch.equal(ckpt["discriminator"][k], d0[k]), k
 
 
 def _cli_overrides(tmp: Path, prior: Path, data: Path) -> list[str]:

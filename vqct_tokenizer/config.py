@@ -18,7 +18,10 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 VOCAB_NAME = "vocab.json"
 
-QUANTIZERS = ("dual", "vq")
+QUANTIZERS = ("vqct", "vq")
+# Earlier versions called the VQCT quantizer "dual" (the training config already said "vqct"). The
+# shipped weights and models exported before the rename say "dual" in config.json: they still load.
+LEGACY_QUANTIZERS = {"dual": "vqct"}
 RESIZE_MODES = ("center_crop", "resize", "pad")
 RESAMPLES = ("bicubic", "bilinear", "lanczos", "nearest")
 
@@ -61,9 +64,9 @@ class VQCTConfig:
     norm_groups: int = 32
     dropout: float = 0.0
     # --- quantizer ---
-    # "dual": VQCT's adjective half (k nearest, averaged) + noun half (nearest).
+    # "vqct": VQCT's adjective half (k nearest, averaged) + noun half (nearest); "dual" before.
     # "vq":   a plain VQGAN codebook of num_codes entries, one id per cell.
-    quantizer: str = "dual"
+    quantizer: str = "vqct"
     codebook_dim: int = 256
     num_adjectives: int = 0
     num_nouns: int = 0
@@ -85,6 +88,8 @@ class VQCTConfig:
     def __post_init__(self) -> None:
         self.ch_mult = tuple(int(m) for m in self.ch_mult)
         self.attn_resolutions = tuple(int(r) for r in self.attn_resolutions)
+        if isinstance(self.quantizer, str):
+            self.quantizer = LEGACY_QUANTIZERS.get(self.quantizer, self.quantizer)
         self.validate()
 
     # ------------------------------------------------------------------ derived quantities
@@ -116,9 +121,17 @@ class VQCTConfig:
     def tokens_per_cell(self) -> int:
         return sum(g.k for g in self.groups)
 
+    def token_layout(self, grid: tuple[int, int] | None = None) -> dict[str, Any]:
+        """What a (h, w, k+1) token grid means: slots, groups and id ranges, vocabulary, ``grid``
+        (rows, columns; None when sizes vary). Token files and tokenized datasets record exactly
+        this; see ``vqct_tokenizer.tokens.layout``."""
+        from .tokens.layout import token_layout
+
+        return token_layout(self, grid)
+
     @property
     def embed_channels(self) -> int:
-        """Channels of the quantized latent: D per group (2·D for dual)."""
+        """Channels of the quantized latent: D per group (2·D for vqct)."""
         return self.codebook_dim * len(self.groups)
 
     # ------------------------------------------------------------------ validation and io
@@ -201,6 +214,8 @@ class VQCTConfig:
         """Short hash of everything that changes token ids (not provenance)."""
         d = self.to_dict()
         d.pop("extra")
+        if d["quantizer"] == "vqct":  # hashed under its first name, "dual": token files keep their hashes
+            d["quantizer"] = "dual"
         if d["mid_attention"]:  # the field is newer than the first models: keep their hashes
             d.pop("mid_attention")
         if not d["normalize_codes"]:  # newer still: models without cosine lookup keep their hashes

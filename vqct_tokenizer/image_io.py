@@ -1,7 +1,8 @@
 """Image input and output for the tokenizer.
 
-Every accepted input becomes a float32 tensor (3, H, W) with values in [0, 1]; resizing happens on
-that tensor (antialiased bicubic), so a PIL image, its numpy array and its tensor give the same tokens.
+Every accepted input becomes a float32 tensor (3, H, W) with values in [0, 1]; resizing, cropping
+and the model's value range are applied to that tensor by ``image_processor.ImageProcessor``, so a
+PIL image, its numpy array and its tensor give the same tokens.
 
 Value-range convention:
   * PIL images and uint8 arrays/tensors: 0..255;
@@ -17,7 +18,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from .errors import ImageError, PixelLimitError
@@ -297,52 +297,20 @@ def list_image_paths(source: str | os.PathLike) -> list[Path]:
 
 
 # ---------------------------------------------------------------------------------------- geometry
+# Resizing, cropping, padding and the value range live in image_processor.ImageProcessor; these two
+# names stay importable from here for existing callers.
 def resize_to(img: torch.Tensor, resolution: int, mode: str, resample: str) -> torch.Tensor:
-    """(3, H, W) -> (3, R, R) following the config's ``resize_mode``."""
-    _, h, w = img.shape
-    if mode == "resize":
-        return _interp(img, resolution, resolution, resample)
-    if mode == "center_crop":
-        scale = resolution / min(h, w)
-        nh, nw = max(resolution, round(h * scale)), max(resolution, round(w * scale))
-        img = _interp(img, nh, nw, resample)
-        top, left = (nh - resolution) // 2, (nw - resolution) // 2
-        return img[:, top:top + resolution, left:left + resolution]
-    if mode == "pad":  # fit the long side, pad the rest with white
-        scale = resolution / max(h, w)
-        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-        img = _interp(img, nh, nw, resample)
-        out = torch.ones(3, resolution, resolution, dtype=img.dtype)
-        top, left = (resolution - nh) // 2, (resolution - nw) // 2
-        out[:, top:top + nh, left:left + nw] = img
-        return out
-    raise ValueError(f"unknown resize mode {mode!r}")
+    """(3, H, W) -> (3, R, R) following ``resize_mode``: ``ImageProcessor(R, mode, resample).resize``."""
+    from .image_processor import ImageProcessor
 
-
-def _interp(img: torch.Tensor, h: int, w: int, resample: str) -> torch.Tensor:
-    if img.shape[1:] == (h, w):
-        return img
-    x = img[None]
-    if resample == "nearest":
-        out = F.interpolate(x, size=(h, w), mode="nearest-exact")
-    elif resample == "lanczos":  # torch has no lanczos; bicubic with antialias is the closest
-        out = F.interpolate(x, size=(h, w), mode="bicubic", antialias=True, align_corners=False)
-    else:
-        out = F.interpolate(x, size=(h, w), mode=resample, antialias=True, align_corners=False)
-    return out[0].clamp_(0.0, 1.0)
+    return ImageProcessor(resolution, mode, resample).resize(img)
 
 
 def pad_to_multiple(img: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Pad bottom/right by edge replication so H and W are multiples of ``multiple``.
+    """Pad bottom/right by edge replication to a multiple: ``ImageProcessor.pad``."""
+    from .image_processor import ImageProcessor
 
-    Padding only bottom/right keeps the original image at the top-left, so cropping the decoded
-    image to the original (H, W) undoes it exactly.
-    """
-    _, h, w = img.shape
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph == 0 and pw == 0:
-        return img
-    return F.pad(img[None], (0, pw, 0, ph), mode="replicate")[0]
+    return ImageProcessor(1, pad_multiple=multiple).pad(img)
 
 
 # ---------------------------------------------------------------------------------------- output

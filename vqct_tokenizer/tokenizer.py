@@ -1,7 +1,8 @@
 """The slim inference tokenizer: encoder, fixed transferred codebook, decoder and the word list.
 
 No GCN, no language model, no nltk: a folder with ``config.json``, ``model.safetensors`` and
-``vocab.json`` is all it needs.
+``vocab.json`` is all it needs. Image preprocessing is ``image_processor.ImageProcessor`` (shared with
+training and evaluation); finding and checking a model folder is ``model_files``.
 
 Token layout (dual quantizer, k adjectives per cell):
 
@@ -20,16 +21,18 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from .atomic import atomic_write
 from .config import CONFIG_NAME, VOCAB_NAME, WEIGHTS_NAME, ConfigError, VQCTConfig
-from .defaults import DEFAULT_MODEL, find_shipped, shipped_names
-from .errors import CellLimitError, TokenError, WeightsError
+from .defaults import DEFAULT_MODEL
+from .errors import CellLimitError, TokenError
 from .fast_encode import DEFAULT_PRECISION, FastEncoders, check_precision
-from .image_io import check_native_pixels, native_file_limit, pad_to_multiple, resize_to, to_output, to_tensors
+from .image_io import to_output
+from .image_processor import ImageProcessor
+from .model_files import (check_state_dict, check_weights_header, default_vocab, hub_offline, one_line,
+                          read_safetensors, read_vocab, resolve_model_dir, vocab_to_json)
 from .models import VQAutoencoder
 
 CODEBOOK_KEY = "codebook"
@@ -100,22 +103,17 @@ class VQCTTokenizer(nn.Module):
         return self.config.tokens_per_cell
 
     # ------------------------------------------------------------------ encode
+    @property
+    def image_processor(self) -> ImageProcessor:
+        """The preprocessing of ``config.json`` (resize mode, resampling, value range): the same
+        object training, evaluation and dataset tokenization use; see ``vqct_tokenizer.image_processor``."""
+        return ImageProcessor.from_config(self.config)
+
     def preprocess(self, images: Any, resize: bool = True, max_native_pixels: int | None = None
                    ) -> tuple[list[torch.Tensor], bool, list[tuple[int, int]]]:
         """Inputs -> list of (3, H', W') in [-1, 1], whether batched, original (H, W) of each."""
-        cfg = self.config
         limit = self.max_native_pixels if max_native_pixels is None else max_native_pixels
-        if resize:
-            tensors, batched = to_tensors(images)
-        else:  # files up to the native limit may be read even above PIL's default limit
-            tensors, batched = to_tensors(images, *native_file_limit(limit))
-            check_native_pixels(tensors, cfg.downsample_factor, limit, images)
-        sizes = [(int(t.shape[1]), int(t.shape[2])) for t in tensors]
-        if resize:
-            tensors = [resize_to(t, cfg.resolution, cfg.resize_mode, cfg.resample) for t in tensors]
-        else:
-            tensors = [pad_to_multiple(t, cfg.downsample_factor) for t in tensors]
-        return [t * 2.0 - 1.0 for t in tensors], batched, sizes
+        return self.image_processor.preprocess(images, resize=resize, max_native_pixels=limit)
 
     @torch.inference_mode()
     def encode(self, images: Any, *, resize: bool = True, batch_size: int = 16,
@@ -129,10 +127,11 @@ class VQCTTokenizer(nn.Module):
                 arrays in [0, 1]); a torch float tensor (3, H, W) or (B, 3, H, W) in [0, 1] (uint8
                 tensors in 0..255); or a list of any of these, sizes mixed. Values outside the range
                 raise ImageError.
-            resize: True (default) resizes and center-crops to ``config.resolution`` as set in
-                config.json. False keeps the native size, padding bottom/right to a multiple of the
-                downsampling factor f; pass the original size to ``decode(image_size=...)`` (or use
-                ``return_image_sizes``) to crop back.
+            resize: True (default) resizes to ``config.resolution`` as config.json's ``resize_mode``
+                says (``center_crop`` unless exported from a training run that cropped otherwise; see
+                ``vqct_tokenizer.image_processor``). False keeps the native size, padding bottom/right
+                to a multiple of the downsampling factor f; pass the original size to
+                ``decode(image_size=...)`` (or use ``return_image_sizes``) to crop back.
             batch_size: images run through the encoder at a time.
             return_image_sizes: also return the original (H, W) of each image.
             max_native_pixels: with ``resize=False``, refuse (PixelLimitError) an image with more
@@ -242,7 +241,7 @@ class VQCTTokenizer(nn.Module):
         outs = []
         for start in range(0, grid.shape[0], batch_size):
             x = self.model.decode_ids(grid[start:start + batch_size], self.codebook)
-            outs.append(x.float().add(1.0).mul(0.5).clamp(0.0, 1.0))
+            outs.append(ImageProcessor.denormalize(x))
         images = torch.cat(outs)
         if image_size is not None:
             h, w = image_size
@@ -363,209 +362,10 @@ class VQCTTokenizer(nn.Module):
         except Exception as e:  # offline, network, auth, quota: one line for the user (the cause stays chained)
             hint = ("HF_HUB_OFFLINE is set: unset it to upload" if hub_offline()
                     else "check your connection and token (huggingface-cli login or token=...)")
-            raise OSError(f"could not push to {repo_id!r} on the Hugging Face Hub ({_one_line(e)}); {hint}") from e
+            raise OSError(f"could not push to {repo_id!r} on the Hugging Face Hub ({one_line(e)}); {hint}") from e
         return str(info)
 
     def extra_repr(self) -> str:
         c = self.config
         return (f"resolution={c.resolution}, f={c.downsample_factor}, quantizer={c.quantizer}, "
                 f"codebook={c.codebook_size}x{c.codebook_dim}, tokens_per_cell={c.tokens_per_cell}")
-
-
-# ---------------------------------------------------------------------------------------- helpers
-def default_vocab(config: VQCTConfig) -> list[str]:
-    if config.quantizer == "vq":
-        return [f"code{i}" for i in range(config.num_codes)]
-    return [f"adj{i}" for i in range(config.num_adjectives)] + [f"noun{i}" for i in range(config.num_nouns)]
-
-
-def vocab_to_json(config: VQCTConfig, vocab: Sequence[str]) -> dict[str, list[str]]:
-    if config.quantizer == "vq":
-        return {"codes": list(vocab)}
-    a = config.num_adjectives
-    return {"adjectives": list(vocab[:a]), "nouns": list(vocab[a:])}
-
-
-def read_vocab(folder: Path, config: VQCTConfig, name: Any, allow_missing: bool) -> list[str] | None:
-    """The folder's vocab.json; a missing one is an error unless ``allow_missing`` (placeholders)."""
-    if (folder / VOCAB_NAME).is_file():
-        return load_vocab(folder / VOCAB_NAME, config)
-    if allow_missing:
-        return None
-    raise ConfigError(f"model {str(name)!r} has no {VOCAB_NAME} (looked in {folder}): its tokens would have "
-                      "placeholder words (adj0, noun0, ...). Add the vocab.json written by save_pretrained, or "
-                      "pass allow_missing_vocab=True to load it with placeholder words")
-
-
-def load_vocab(file: Path, config: VQCTConfig) -> list[str]:
-    try:
-        data = json.loads(Path(file).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{file} is not valid JSON: {e}") from e
-    if config.quantizer == "vq":
-        words = data.get("codes") if isinstance(data, dict) else None
-        expected = {"codes": config.num_codes}
-    else:
-        if not isinstance(data, dict) or "adjectives" not in data or "nouns" not in data:
-            raise ConfigError(f"{file} must hold {{'adjectives': [...], 'nouns': [...]}}")
-        expected = {"adjectives": config.num_adjectives, "nouns": config.num_nouns}
-        words = None
-    for key, n in expected.items():
-        got = data.get(key) if isinstance(data, dict) else None
-        if not isinstance(got, list) or not all(isinstance(w, str) for w in got):
-            raise ConfigError(f"{file}: '{key}' must be a list of strings")
-        if len(got) != n:
-            raise ConfigError(f"{file}: {len(got)} {key} but config.json says {n}")
-    return list(words) if words is not None else list(data["adjectives"]) + list(data["nouns"])
-
-
-def read_safetensors(file: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a safetensors file; anything else (a pickle, say) is refused without being unpickled."""
-    file = Path(file)
-    if not file.is_file():
-        raise FileNotFoundError(f"weights file not found: {file}")
-    try:
-        return load_file(str(file))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise WeightsError(f"{file} is not a valid safetensors file ({e}). Weights are only read from "
-                           "safetensors; pickled checkpoints are never loaded") from e
-
-
-def check_weights_header(file: str | os.PathLike, cls: type, config: VQCTConfig, vocab: Sequence[str] | None) -> None:
-    """Compare the tensor names and shapes in a safetensors header with those ``config`` builds,
-    without allocating either: the model is built on the meta device and no tensor data is read.
-
-    A config.json with absurd but individually valid sizes (ch=4096, ch_mult=[64, 64, 64]) would
-    otherwise allocate and randomly initialise terabytes before its weights were found not to fit.
-    """
-    file = Path(file)
-    if not file.is_file():
-        raise FileNotFoundError(f"weights file not found: {file}")
-    try:
-        with safe_open(str(file), framework="pt") as f:
-            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise WeightsError(f"{file} is not a valid safetensors file ({e}). Weights are only read from "
-                           "safetensors; pickled checkpoints are never loaded") from e
-    with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in cls(config, vocab).state_dict().items()}
-    check_shapes(shapes, expected, str(file))
-
-
-def check_shapes(shapes: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]], source: str) -> None:
-    """WeightsError naming every missing, unexpected and wrongly shaped tensor."""
-    missing = sorted(set(expected) - set(shapes))
-    unexpected = sorted(set(shapes) - set(expected))
-    wrong = sorted(k for k in set(shapes) & set(expected) if tuple(shapes[k]) != tuple(expected[k]))
-    problems = []
-    if missing:
-        problems.append(f"missing keys {_preview(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys {_preview(unexpected)}")
-    if wrong:
-        problems.append("wrong shapes " + ", ".join(f"{k}: file {tuple(shapes[k])} vs config "
-                                                   f"{tuple(expected[k])}" for k in wrong[:5]))
-    if problems:
-        raise WeightsError(f"weights in {source} do not match config.json: " + "; ".join(problems))
-
-
-def check_state_dict(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], source: str) -> None:
-    check_shapes({k: tuple(v.shape) for k, v in state.items()}, {k: tuple(v.shape) for k, v in expected.items()},
-                 source)
-    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise WeightsError(f"weights in {source} contain NaN or inf in {_preview(bad)}")
-
-
-def _preview(keys: list[str], n: int = 5) -> str:
-    return str(keys[:n]) + (f" and {len(keys) - n} more" if len(keys) > n else "")
-
-
-def resolve_model_dir(name_or_path: str | os.PathLike, *, revision: str | None = None,
-                      cache_dir: str | os.PathLike | None = None, token: str | bool | None = None,
-                      local_files_only: bool = False) -> Path:
-    """A local folder, a shipped model name, or a Hugging Face Hub repo id -> local folder."""
-    path = Path(name_or_path)
-    if path.is_dir():
-        if not (path / CONFIG_NAME).is_file():
-            raise FileNotFoundError(f"{path} has no {CONFIG_NAME}; is it a VQCT tokenizer folder?")
-        return path
-    name = str(name_or_path)
-    shipped = find_shipped(name)
-    if shipped is not None:
-        return shipped
-    # "weights/foo" looks like a repo id too; a local parent folder says the user meant a path
-    looks_local = path.exists() or name.startswith((".", "/", "~")) or name.count("/") != 1 or path.parent.is_dir()
-    if looks_local:
-        raise FileNotFoundError(f"no tokenizer folder at {name!r}, and it is not a Hub repo id (owner/name). "
-                                f"Shipped models: {shipped_names() or 'none'}")
-    return _download_from_hub(name, revision=revision, cache_dir=cache_dir, token=token,
-                              local_files_only=local_files_only)
-
-
-def _download_from_hub(repo_id: str, **kwargs: Any) -> Path:
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.utils import EntryNotFoundError, HFValidationError  # .utils: also on hub 0.23
-
-    kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    unreachable = None
-    if hub_offline():  # also when set after huggingface_hub was imported (it reads the variable once)
-        kwargs["local_files_only"] = True
-    elif not kwargs.get("local_files_only"):
-        # Without a network huggingface_hub retries each file for ~25 s before it looks in its cache;
-        # one quick probe without retries tells us to go to the cache at once.
-        unreachable = _probe_hub(repo_id, kwargs.get("revision"), kwargs.get("token"))
-        if unreachable is not None:
-            kwargs["local_files_only"] = True
-    files = {}
-    for fname in (CONFIG_NAME, WEIGHTS_NAME, VOCAB_NAME):
-        try:
-            files[fname] = Path(hf_hub_download(repo_id, fname, **kwargs))
-        except HFValidationError as e:
-            raise FileNotFoundError(f"{repo_id!r} is neither a local folder nor a valid Hub repo id: {e}") from e
-        except Exception as e:  # network, auth, offline, missing file: all end the same way for the user
-            # vocab.json is optional here (from_pretrained decides what a missing one means); hub 2.x
-            # raises subclasses (RemoteEntryNotFoundError online, LocalEntryNotFoundError offline)
-            if fname == VOCAB_NAME and isinstance(e, EntryNotFoundError):
-                continue
-            if unreachable is not None or hub_offline():
-                why = (f"cannot reach the Hugging Face Hub ({_one_line(unreachable)})" if unreachable is not None
-                       else "HF_HUB_OFFLINE is set")
-                raise OSError(f"could not get {fname} of {repo_id!r}: {why}, and it is not in the local Hub "
-                              "cache. Connect once to download it, or pass a local folder") from e
-            raise OSError(f"could not get {fname} of {repo_id!r} from the Hugging Face Hub "
-                          f"({_one_line(e)}). Check the repo id and your connection, or pass a "
-                          "local folder; offline, the files must already be in the Hub cache") from e
-    folders = {p.parent for p in files.values()}
-    if len(folders) != 1:
-        raise OSError(f"Hub files of {repo_id!r} resolved to different snapshots: {folders}")
-    return folders.pop()
-
-
-def hub_offline() -> bool:
-    """HF_HUB_OFFLINE as huggingface_hub read it at import, or as set in the environment since."""
-    import huggingface_hub.constants
-
-    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
-    return bool(huggingface_hub.constants.HF_HUB_OFFLINE) or value.strip().upper() in {"1", "ON", "YES", "TRUE"}
-
-
-def _probe_hub(repo_id: str, revision: str | None, token: Any) -> Exception | None:
-    """One HEAD request for config.json, without retries: the error when the Hub cannot be reached
-    at all (DNS, refused, timeout); None when it answered, even with 401 or 404, which
-    hf_hub_download then reports in its own words."""
-    from huggingface_hub import get_hf_file_metadata, hf_hub_url
-    from huggingface_hub.utils import HfHubHTTPError
-
-    try:
-        get_hf_file_metadata(hf_hub_url(repo_id, CONFIG_NAME, revision=revision), token=token, timeout=10)
-    except HfHubHTTPError:
-        return None
-    except Exception as e:  # noqa: BLE001 - httpx, requests or socket errors, depending on the hub version
-        return e
-    return None
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__

@@ -38,27 +38,22 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch-size", type=int, default=64, help="prompts per encoder batch (default: 64)")
     parser.add_argument("--device", default="cpu", help="encoder device: cpu, cuda, cuda:1, auto (default: cpu)")
-    parser.add_argument(
-        "--normalize",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="L2-normalise the embeddings (default: as the model's own pipeline does: yes for "
-        "all-MiniLM-L6-v2, no for CLIP and GloVe)",
-    )
+    _switch(parser, "--normalize", None, "L2-normalise the embeddings (default: as the model's own pipeline "
+            "does: yes for all-MiniLM-L6-v2, no for CLIP and GloVe)")
     parser.add_argument(
         "--adjective-prompt", default=DEFAULT_ADJECTIVE_PROMPT, help=f"default: {DEFAULT_ADJECTIVE_PROMPT!r}"
     )
     parser.add_argument("--noun-prompt", default=DEFAULT_NOUN_PROMPT, help=f"default: {DEFAULT_NOUN_PROMPT!r}")
     parser.add_argument("--block-list", metavar="FILE", help="words never to keep, one per line (# comments)")
-    parser.add_argument(
-        "--vocabulary-check",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="keep a word only if WordNet knows it in that part of speech; drops caption typos "
-        "(default: on; --no-vocabulary-check is the paper's unchecked behaviour)",
-    )
+    _switch(parser, "--vocabulary-check", True, "keep a word only if WordNet knows it in that part of speech; "
+            "drops caption typos (default: on; --no-vocabulary-check is the paper's unchecked behaviour)")
     parser.add_argument("--revision", help="Hub revision (branch, tag or commit) of the text encoder")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _switch(parser: argparse.ArgumentParser, flag: str, default: bool | None, help: str) -> None:
+    """``flag`` and its ``--no-`` form."""
+    parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -48,7 +48,9 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..dataset import encode_dataset, load_token_dataset
+    from ..tokens.dataset_reader import TokenDataset
+    from ..tokens.dataset_writer import encode_dataset
+    from ..tokens.shards import MANIFEST_NAME
     from .tokens import load_tokenizer
 
     # load on the CPU (with load_tokenizer's one-line error for a missing default model); the run
@@ -58,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
     result = encode_dataset(args.source, args.output, tok, batch_size=args.batch_size, shard_size=args.shard_size,
                             resolution=args.resolution, native=args.native, device=args.device,
                             workers=args.workers, progress=args.progress, max_pixels=args.max_pixels, _cli=True)
-    if (result.out_dir / "manifest.json").is_file() and _is_main():
-        ds = load_token_dataset(result.out_dir)
+    if (result.out_dir / MANIFEST_NAME).is_file() and _is_main():
+        ds = TokenDataset(result.out_dir)
         counts = ds.manifest["counts"]
         print(f"wrote {result.out_dir}: {counts['encoded']} image(s) encoded, {counts['failed']} failed "
               f"(listed in manifest.json), {counts['shards']} shard(s); this process kept "

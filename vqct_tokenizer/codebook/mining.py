@@ -38,6 +38,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
+from ..runtime import progress_bar
+
 NOUN_TAGS: tuple[str, ...] = ("NN", "NNS", "NNP", "NNPS")
 ADJECTIVE_TAGS: tuple[str, ...] = ("JJ",)
 DEFAULT_MIN_COUNT = 10
@@ -140,12 +142,6 @@ class MiningResult:
     candidates: dict[str, int] = field(default_factory=dict)
     tagged_captions: int = 0  # captions actually tagged: the distinct ones when deduplicating
 
-    def top_adjectives(self, k: int = 10) -> list[tuple[str, int]]:
-        return list(zip(self.adjectives[:k], self.adjective_counts[:k]))
-
-    def top_nouns(self, k: int = 10) -> list[tuple[str, int]]:
-        return list(zip(self.nouns[:k], self.noun_counts[:k]))
-
 
 def tag_caption(caption: str) -> list[tuple[str, str]]:
     """Tokenize, lowercase and POS-tag one caption, as the paper's code does."""
@@ -203,15 +199,13 @@ def _count_parallel(
     progress: bool,
     start_method: str | None,
 ) -> SurfaceCounts:
-    from tqdm.auto import tqdm
-
     count_chunk = partial(
         count_captions, adjective_tags=options.adjective_tags, noun_tags=options.noun_tags
     )
     chunks = _chunks(captions, chunk_size)
     total = SurfaceCounts()
     # the bar counts distinct captions tagged (all of them when not deduplicated)
-    bar = tqdm(total=len(captions), desc="tagging captions", unit="cap", disable=not progress)
+    bar = progress_bar(len(captions), "tagging captions", unit="cap", enabled=progress)
     if workers == 1:
         for chunk in chunks:
             total.add(count_chunk(chunk))

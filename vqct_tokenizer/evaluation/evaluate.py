@@ -4,27 +4,28 @@ usage and rate; write a JSON report and two PNGs.
 Memory stays flat in the number of images: images are read one batch at a time, metrics keep only
 running sums (and the 8 images of the figure).
 
-Images are prepared like the tokenizer's own preprocessing (its ``resize_mode`` and ``resample``) at
-the evaluation resolution, as float RGB in [0, 1]; the reconstruction is the decoded float image
-clamped to [0, 1]. Metrics compare these two float images (no 8-bit rounding).
+Images are prepared by the tokenizer's own ``ImageProcessor`` (its ``resize_mode`` and ``resample``;
+the pipeline of training and ``encode``) at the evaluation resolution, as float RGB in [0, 1]; the
+reconstruction is the decoded float image clamped to [0, 1]. Metrics compare these two float images
+(no 8-bit rounding).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import platform
 import sys
 import time
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import torch
 
 from ..errors import ImageError
-from ..image_io import list_image_paths, load_image, pil_to_tensor, resize_to
+from ..image_io import list_image_paths
+from ..image_processor import ImageProcessor
+from ..runtime import library_versions, progress_bar, resolve_device
 from ..tokenizer import VQCTTokenizer
 from .external import load_external
 from .features import FDMeter, effnet_available, load_effnet_lite0
@@ -51,18 +52,18 @@ def list_images(data: str | Path, limit: int | None = None, stride: int = 1) -> 
     return list_image_paths(data)[::stride][:limit]
 
 
-def iter_batches(paths: Sequence[Path], resolution: int, resize_mode: str, resample: str, batch_size: int,
+def iter_batches(paths: Sequence[Path], processor: ImageProcessor, batch_size: int,
                  unreadable: list[str]) -> Iterator[torch.Tensor]:
-    """Yield (B, 3, R, R) float batches in [0, 1]; unreadable files are skipped and appended to
-    ``unreadable`` as "path: reason"."""
+    """Yield (B, 3, R, R) float batches in [0, 1], read and resized by ``processor``; unreadable
+    files are skipped and appended to ``unreadable`` as "path: reason"."""
     batch: list[torch.Tensor] = []
     for path in paths:
         try:
-            img = pil_to_tensor(load_image(path))
+            img = processor.load(path)
         except (ImageError, FileNotFoundError) as e:
             unreadable.append(str(e))
             continue
-        batch.append(resize_to(img, resolution, resize_mode, resample))
+        batch.append(processor.resize(img))
         if len(batch) == batch_size:
             yield torch.stack(batch)
             batch = []
@@ -109,23 +110,7 @@ def _from_checkpoint(path: Path) -> VQCTTokenizer:
     return tokenizer_from_checkpoint(path)
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 # ---------------------------------------------------------------------------------------- report
-def library_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    for pkg in VERSIONED_PACKAGES:
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            versions[pkg] = None
-    return versions
-
-
 def json_safe(value: Any) -> Any:
     """Non-finite floats become the strings "inf", "-inf", "nan" (strict JSON has no Infinity)."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -184,6 +169,7 @@ def evaluate(model: str | Path | VQCTTokenizer, data: str | Path, *, resolution:
     res = resolution or tok.config.resolution
     if res % tok.downsample_factor:
         raise ValueError(f"resolution {res} is not a multiple of the model's downsampling factor {tok.downsample_factor}")
+    processor = ImageProcessor.from_config(tok.config, res)
     paths = list_images(data, limit, stride)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -214,9 +200,9 @@ def evaluate(model: str | Path | VQCTTokenizer, data: str | Path, *, resolution:
     grid_real: list[torch.Tensor] = []
     grid_recon: list[torch.Tensor] = []
     unreadable: list[str] = []
-    bar = _progress(len(paths), progress)
+    bar = progress_bar(len(paths), "vqct eval", "img", progress)
     with torch.inference_mode():
-        for real in iter_batches(paths, res, tok.config.resize_mode, tok.config.resample, batch_size, unreadable):
+        for real in iter_batches(paths, processor, batch_size, unreadable):
             tokens = tok.encode(real, resize=False, batch_size=batch_size)
             recon = tok.decode(tokens, output_type="pt", batch_size=batch_size).float().cpu()
             usage.update(tokens)
@@ -246,14 +232,14 @@ def evaluate(model: str | Path | VQCTTokenizer, data: str | Path, *, resolution:
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": model_info,
         "data": {"source": str(data), "count": fidelity.count, "listed": len(paths), "limit": limit, "stride": stride,
-                 "resolution": res, "resize_mode": tok.config.resize_mode, "resample": tok.config.resample,
+                 "resolution": res, "resize_mode": processor.resize_mode, "resample": processor.resample,
                  "unreadable": len(unreadable), "unreadable_examples": unreadable[:20]},
         "metrics": metrics,
         "rate": usage.rate(),
         "usage": usage.summary(),
         "skipped": skipped,
         "methods": method_notes(fidelity),
-        "versions": library_versions(),
+        "versions": library_versions(VERSIONED_PACKAGES),
         "device": str(dev),
         "batch_size": batch_size,
         # the program's name, not its absolute path (reports are shared)
@@ -289,19 +275,3 @@ def write_outputs(report: dict[str, Any], path: Path, usage: CodeUsage, grid_rea
     save_usage_plot(usage.counts, titles, usage_path)
     report["files"] = {"report": str(path), "grid": str(grid_path), "usage_plot": str(usage_path)}
     path.write_text(json.dumps(json_safe(report), indent=2) + "\n")
-
-
-class _NoBar:
-    def update(self, n: int) -> None: ...
-    def set_postfix(self, **kwargs: Any) -> None: ...
-    def close(self) -> None: ...
-
-
-def _progress(total: int, enabled: bool) -> Any:
-    if not enabled:
-        return _NoBar()
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return _NoBar()
-    return tqdm(total=total, unit="img", desc="vqct eval", dynamic_ncols=True)

@@ -25,9 +25,12 @@ def _font(size: int = 14) -> ImageFont.ImageFont:
 
 def save_recon_grid(originals: Sequence[torch.Tensor], recons: Sequence[torch.Tensor], path: str | Path,
                     gap: int = 4, header: int = 20) -> None:
-    """Originals in the top row, their reconstructions below; (3, H, W) tensors in [0, 1]."""
-    top = to_output(torch.stack(list(originals)), "pil")
-    bottom = to_output(torch.stack(list(recons)), "pil")
+    """Originals in the top row, their reconstructions below; (3, H, W) tensors in [0, 1] (clamped).
+
+    Evaluation reports and the trainer's periodic ``images/step_*.png`` both draw this figure.
+    """
+    top = to_output(torch.stack(list(originals)).clamp(0, 1), "pil")
+    bottom = to_output(torch.stack(list(recons)).clamp(0, 1), "pil")
     w, h = top[0].width, top[0].height
     width = max(len(top) * (w + gap) - gap, 260)
     canvas = Image.new("RGB", (width, header + 2 * h + gap), BG)
@@ -35,6 +38,7 @@ def save_recon_grid(originals: Sequence[torch.Tensor], recons: Sequence[torch.Te
     for i, (a, b) in enumerate(zip(top, bottom)):
         canvas.paste(a, (i * (w + gap), header))
         canvas.paste(b, (i * (w + gap), header + h + gap))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)
 
 

@@ -1,6 +1,8 @@
-"""Codebook usage and rate of token grids, accumulated over a whole evaluation set.
+"""Codebook usage and rate of token grids: over a whole evaluation set (``CodeUsage``), and over the
+last steps of a training run (``UsageWindow``, logged to metrics.jsonl). Both count with
+``group_counts`` and measure with ``perplexity``.
 
-Works for every quantizer through ``VQCTConfig.groups``: the dual quantizer (``adjective`` group
+Works for every quantizer through ``VQCTConfig.groups``: the VQCT quantizer (``adjective`` group
 with k ids per cell, ``noun`` group with one), its shared-codebook ablation (both groups over all
 A+N rows) and a plain VQGAN (one ``code`` group).
 
@@ -25,7 +27,7 @@ nearest first), so (a, b, n) and (b, a, n) are two tokens; the count with each g
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import Counter, deque
 from typing import Any
 
 import torch
@@ -59,6 +61,18 @@ def cell_bits(groups: tuple[CodeGroup, ...], ordered: bool = False) -> float:
     return sum(group_bits(g, ordered) for g in groups)
 
 
+def group_counts(groups: tuple[CodeGroup, ...], flat: torch.Tensor) -> dict[str, torch.Tensor]:
+    """How often each code of each group occurs in ``flat``, cells of ids (N, Σk) as emitted."""
+    counts, col = {}, 0
+    for g in groups:
+        ids = flat[:, col:col + g.k].reshape(-1).long() - g.code_start
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= g.size):
+            raise ValueError(f"{g.name} ids outside [{g.code_start}, {g.code_end})")
+        counts[g.name] = torch.bincount(ids, minlength=g.size)
+        col += g.k
+    return counts
+
+
 class CodeUsage:
     """Streaming counter of codes and cell tokens; ``update`` per batch, ``summary`` at the end.
 
@@ -84,13 +98,8 @@ class CodeUsage:
         if tokens.ndim != 4 or tokens.shape[-1] != self.tokens_per_cell:
             raise ValueError(f"expected token grids (B, h, w, {self.tokens_per_cell}), got {tuple(tokens.shape)}")
         flat = tokens.detach().cpu().long().reshape(-1, tokens.shape[-1])
-        col = 0
-        for g in self.groups:
-            ids = flat[:, col:col + g.k].reshape(-1) - g.code_start
-            if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= g.size):
-                raise ValueError(f"{g.name} ids outside [{g.code_start}, {g.code_end})")
-            self.counts[g.name] += torch.bincount(ids, minlength=g.size)
-            col += g.k
+        for name, counts in group_counts(self.groups, flat).items():
+            self.counts[name] += counts
         rows, row_counts = torch.unique(flat, dim=0, return_counts=True)
         self.cell_tokens.update(dict(zip(map(tuple, rows.tolist()), row_counts.tolist())))
         self.images += tokens.shape[0]
@@ -150,3 +159,25 @@ class CodeUsage:
                        "entropy_marginal = cells * sum_g k_g*H(ids of g); entropy_joint = cells * H(cell tuples), "
                        "plug-in estimates on the evaluation set",
         }
+
+
+class UsageWindow:
+    """Fraction of each group's codes used, and perplexity, over the last ``window`` training steps."""
+
+    def __init__(self, config: VQCTConfig, window: int) -> None:
+        self.groups = config.groups
+        self.history: deque[torch.Tensor] = deque(maxlen=max(1, window))
+
+    def update(self, ids: torch.Tensor) -> None:
+        """Add one step's ids, (..., Σk)."""
+        self.history.append(ids.detach().reshape(-1, ids.shape[-1]).cpu())
+
+    def summary(self) -> dict[str, float]:
+        """``usage_<group>`` (share of its codes seen) and ``perplexity_<group>``; {} before any step."""
+        if not self.history:
+            return {}
+        out: dict[str, float] = {}
+        for name, counts in group_counts(self.groups, torch.cat(list(self.history))).items():
+            out[f"usage_{name}"] = (counts > 0).double().mean().item()
+            out[f"perplexity_{name}"] = perplexity(counts)
+        return out

@@ -1,6 +1,6 @@
 """Grouped nearest-code quantization over an external codebook.
 
-VQCT's dual quantizer is two groups over one (A+N)×D codebook:
+VQCT's quantizer (``quantizer="vqct"``) is two groups over one (A+N)×D codebook:
 
     channels [0, D)   -> mean of the k nearest adjective codes (rows [0, A))
     channels [D, 2D)  -> the nearest noun code                 (rows [A, A+N))

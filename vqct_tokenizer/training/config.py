@@ -21,7 +21,7 @@ DEFAULTS: dict[str, Any] = {
         "norm_groups": 32, "dropout": 0.0,
     },
     "codebook": {
-        "quantizer": "vqct",       # vqct (dual adjective/noun) | vq (plain VQGAN, num_codes)
+        "quantizer": "vqct",       # vqct (adjective + noun groups) | vq (plain VQGAN, num_codes)
         "source": "transfer",      # transfer (from word vectors) | learned (from scratch)
         "transfer": "gcn",         # gcn | mlp | linear
         "pos": "split",            # split (adjective + noun codebooks) | single (one codebook of all words)

@@ -3,6 +3,11 @@
 The order and the augmentation of every sample are functions of (seed, epoch, position) only, so
 two runs with the same seed see the same data in the same order (equal-budget baselines), and a
 resumed run continues exactly where it stopped, whatever the number of workers.
+
+Pixels go through the model's ``ImageProcessor`` (``vqct_tokenizer.image_processor``): the same file
+reader, resampler and [-1, 1] mapping as ``VQCTTokenizer.encode``. Without random crop and flip a
+sample is exactly what the exported tokenizer's preprocessing makes of the file, because export writes
+``resize_mode_for_crop(crop)`` into its config.json.
 """
 
 from __future__ import annotations
@@ -11,34 +16,37 @@ import random
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from ..image_io import check_pixel_limit, list_image_paths
+from ..image_io import list_image_paths
+from ..image_processor import TRAINING_CROPS, ImageProcessor, resize_mode_for_crop
 
-CROPS = ("resize", "center", "random", "random_resized")
+CROPS = tuple(TRAINING_CROPS)
+#: The resampling of training images (the trainer keeps ImageDataset's default); export writes it
+#: into config.json beside the resize mode.
+TRAIN_RESAMPLE = "bicubic"
 
 
 class ImageDataset(Dataset):
     """Yields (3, R, R) float tensors in [-1, 1].
 
     ``crop``: ``resize`` (stretch the whole image), ``center`` / ``random`` (short side to R, then an
-    R×R crop), or ``random_resized``: a square of side s·(short side), s uniform in ``scale``, at a
-    random position, resized to R (never upsampled: the side is at least R). A fully convolutional
-    model trained on such crops sees objects at many scales and encodes any image size natively.
+    R×R crop), ``pad`` (long side to R, white borders), or ``random_resized``: a square of side
+    s·(short side), s uniform in ``scale``, at a random position, resized to R (never upsampled: the
+    side is at least R). A fully convolutional model trained on such crops sees objects at many
+    scales and encodes any image size natively.
     """
 
     def __init__(self, source: str | Path, resolution: int, crop: str = "resize", flip: bool = True,
-                 scale: tuple[float, float] = (0.33, 1.0)) -> None:
-        if crop not in CROPS:
-            raise ValueError(f"data.crop must be one of {CROPS}, got {crop!r}")
+                 scale: tuple[float, float] = (0.33, 1.0), resample: str = TRAIN_RESAMPLE) -> None:
+        mode = resize_mode_for_crop(crop)  # checks crop
         lo, hi = float(scale[0]), float(scale[1])
         if not 0.0 < lo <= hi <= 1.0:
             raise ValueError(f"data.scale must be [lo, hi] with 0 < lo <= hi <= 1, got {list(scale)}")
         self.files = list_image_paths(source)
         self.resolution, self.crop, self.flip, self.scale = resolution, crop, flip, (lo, hi)
+        self.processor = ImageProcessor(resolution, mode, resample)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -46,34 +54,25 @@ class ImageDataset(Dataset):
     def __getitem__(self, item: tuple[int, int]) -> torch.Tensor:
         index, aug_seed = item
         rng = random.Random(aug_seed)
-        r = self.resolution
-        with Image.open(self.files[index]) as img:
-            # the limit inference applies (image_io.load_image), checked before any pixel is decoded
-            check_pixel_limit(img, self.files[index])
-            if self.crop != "random_resized":  # a crop at native scale needs every pixel
-                img.draft("RGB", (r, r))  # JPEG: decode at reduced scale directly, much faster
-            img = img.convert("RGB")
+        proc, r = self.processor, self.resolution
+        # inference's reader: its pixel limit (checked before decoding), alpha over white, 16-bit, CMYK
+        img = proc.load(self.files[index])
+        h, w = int(img.shape[1]), int(img.shape[2])
         if self.crop == "random_resized":
-            short = min(img.size)
+            short = min(h, w)
             side = min(short, max(r, round(rng.uniform(*self.scale) * short)))
-            left, top = rng.randint(0, img.width - side), rng.randint(0, img.height - side)
-            img = img.crop((left, top, left + side, top + side))
-            if side != r:  # (an image smaller than R is upsampled: the only case that does)
-                img = img.resize((r, r), Image.BICUBIC)
-        elif self.crop == "resize":
-            img = img.resize((r, r), Image.BICUBIC)
-        else:
-            s = r / min(img.size)
-            img = img.resize((max(r, round(img.width * s)), max(r, round(img.height * s))), Image.BICUBIC)
-            if self.crop == "random":
-                left, top = rng.randint(0, img.width - r), rng.randint(0, img.height - r)
-            else:
-                left, top = (img.width - r) // 2, (img.height - r) // 2
-            img = img.crop((left, top, left + r, top + r))
+            left, top = rng.randint(0, w - side), rng.randint(0, h - side)
+            # (an image smaller than R is upsampled: the only case that does)
+            x = proc.resample_to(img[:, top:top + side, left:left + side], r, r)
+        elif self.crop == "random":  # center's resize, with the window at a random place
+            sh, sw = proc.scaled_size(h, w)
+            left, top = rng.randint(0, sw - r), rng.randint(0, sh - r)
+            x = proc.resize(img, crop_at=(top, left))
+        else:  # resize, center, pad: exactly the tokenizer's preprocessing
+            x = proc.resize(img)
         if self.flip and rng.random() < 0.5:
-            img = img.transpose(Image.FLIP_LEFT_RIGHT)
-        x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float()
-        return x / 127.5 - 1.0
+            x = x.flip(-1)
+        return proc.normalize(x)
 
 
 class ResumableSampler(Sampler):

@@ -1,4 +1,5 @@
-"""Training checkpoint -> slim tokenizer: the codebook is computed once, in eval mode, and frozen."""
+"""Training checkpoint -> slim tokenizer: the codebook is computed once, in eval mode, and frozen;
+config.json gets the training preprocessing (resize mode from ``data.crop``, resampling)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,20 @@ from typing import Any
 
 import torch
 
+from ..image_processor import resize_mode_for_crop
 from ..tokenizer import VQCTTokenizer
 from .checkpoint import find_latest, load_checkpoint
 from .config import complete_config, validate
+from .data import TRAIN_RESAMPLE
 from .model import VQCTTrainModel, build_model
 
 
 def model_from_checkpoint(path: str | Path) -> VQCTTrainModel:
     path = Path(path)
-    state = load_checkpoint(path)
+    return _model_from_state(load_checkpoint(path), path)
+
+
+def _model_from_state(state: dict[str, Any], path: Path) -> VQCTTrainModel:
     cfg = complete_config(state["config"])  # a checkpoint from an older version lacks newer (off) options
     validate(cfg)
     kept_prior = (path if path.is_dir() else path.parent) / "prior"
@@ -39,40 +45,53 @@ def tokenizer_from_model(model: VQCTTrainModel) -> VQCTTokenizer:
     return tok
 
 
+def training_preprocessing(train_cfg: dict[str, Any]) -> dict[str, str]:
+    """The config.json preprocessing fields that reproduce the training images: ``resize_mode``
+    from ``data.crop`` without its randomness, and the resampling training used (ImageDataset's)."""
+    crop = complete_config(train_cfg)["data"]["crop"]
+    return {"resize_mode": resize_mode_for_crop(crop), "resample": TRAIN_RESAMPLE}
+
+
 def tokenizer_from_checkpoint(path: str | Path, resolution: int | None = None) -> VQCTTokenizer:
     """A checkpoint file (or a run folder: its latest checkpoint) as a ready-to-use tokenizer.
 
+    Its config.json carries the training preprocessing (``training_preprocessing``), so ``encode``
+    prepares an image exactly as training did (without the random crop and flip).
     ``resolution`` sets the exported model's working resolution (what ``encode`` resizes to by
     default). Only a model without attention resolutions may change it: their placement depends on it.
     """
     path = Path(path)
-    tok = tokenizer_from_model(model_from_checkpoint(path))
     state_path = path if path.is_file() else find_latest(path)
-    provenance = checkpoint_provenance(state_path) if state_path is not None else {}
+    state = load_checkpoint(path)
+    tok = tokenizer_from_model(_model_from_state(state, path))
+    provenance = checkpoint_provenance(state_path, state) if state_path is not None else {}
+    changes: dict[str, Any] = training_preprocessing(state["config"])
     if resolution is not None and resolution != tok.config.resolution:
         if tok.config.attn_resolutions:
             raise ValueError(f"cannot export at resolution {resolution}: the model places attention at "
                              f"{list(tok.config.attn_resolutions)}, which depends on the resolution it was trained at")
         provenance["trained_resolution"] = tok.config.resolution
-        config = dataclasses.replace(tok.config, resolution=resolution)  # validates the new size
-        exported = VQCTTokenizer(config, tok.vocab)
-        exported.load_state_dict(tok.state_dict())
-        tok = exported
-    tok.config.extra = {**tok.config.extra, "provenance": provenance}
-    tok.name_or_path = str(path)
-    return tok
+        changes["resolution"] = resolution
+    config = dataclasses.replace(tok.config, **changes)  # validates the new values
+    exported = VQCTTokenizer(config, tok.vocab)
+    exported.load_state_dict(tok.state_dict())
+    exported.config.extra = {**exported.config.extra, "provenance": provenance}
+    exported.name_or_path = str(path)
+    return exported
 
 
-def checkpoint_provenance(ckpt: Path) -> dict[str, Any]:
-    """Where an exported model came from: step, images seen, wall time, and hashes of the training
-    config, the data list and the prior, so a model card never rests on a run folder that is not shipped."""
-    state = load_checkpoint(ckpt)
+def checkpoint_provenance(ckpt: Path, state: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Where an exported model came from: step, images seen, wall time, the training crop, and hashes
+    of the training config, the data list and the prior, so a model card never rests on a run folder
+    that is not shipped. ``state``: the checkpoint, if already loaded."""
+    state = load_checkpoint(ckpt) if state is None else state
     cfg, run = state["config"], ckpt.parent
     step = int(state["step"])
     out: dict[str, Any] = {
         "checkpoint": ckpt.name, "step": step, "images_seen": step * int(cfg["optim"]["batch_size"]),
         "config_sha256": _sha256(json.dumps(cfg, sort_keys=True).encode()),
         "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "data_crop": complete_config(cfg)["data"]["crop"],
     }
     data = cfg.get("data", {}).get("train")
     if data and Path(data).is_file():

@@ -19,7 +19,7 @@ config) are the usual remedies for codebook collapse:
   ``quant_conv`` already projects z_channels -> G·codebook_dim and ``post_quant_conv`` back.
 
 Groups and rows. The quantizer's groups say which latent channels search which codebook rows: a plain
-VQGAN is one group (rows [0, K), all channels); the rate-matched dual layout is the adjective group
+VQGAN is one group (rows [0, K), all channels); the rate-matched VQCT layout is the adjective group
 (channels [0, D), rows [0, A), k = 2 nearest, averaged) and the noun group (channels [D, 2D), rows
 [A, A+N)). Every upkeep step works per row range, on the latents of the group(s) searching it: k-means
 on the adjective rows sees only adjective-slice latents, a dead noun code restarts from a noun-slice

@@ -95,9 +95,9 @@ def build_model(cfg: dict[str, Any], prior_dir: str | Path | None = None) -> VQC
     prior = load_prior(prior_dir if prior_dir is not None else resolve_prior_dir(cfg))
     a, n = prior.num_adjectives, prior.num_nouns
     provenance["prior"] = {k: prior.meta.get(k) for k in ("text_encoder", "corpora", "min_count") if k in prior.meta}
-    config = VQCTConfig(**arch, quantizer="dual", num_adjectives=a, num_nouns=n, k_adjectives=int(m["k_adjectives"]),
+    config = VQCTConfig(**arch, quantizer="vqct", num_adjectives=a, num_nouns=n, k_adjectives=int(m["k_adjectives"]),
                         shared_codebook=cb["pos"] == "single", extra=provenance)
-    if cb["source"] == "learned":  # rate-matched VQGAN: the dual structure, codebooks from scratch
+    if cb["source"] == "learned":  # rate-matched VQGAN: the VQCT layout, codebooks from scratch
         return VQCTTrainModel(config, build_learned_codebook(cb, config), None, cfg["loss"]["beta"])
 
     words = torch.cat([prior.adjective_embeddings, prior.noun_embeddings])  # (A+N, E)

@@ -10,7 +10,7 @@ Several nodes (run on each node, same rendezvous):
 Resume the latest checkpoint in run.out_dir:
     vqct train --config faces64 --resume
 
-Each step: encoder -> dual quantizer over the codebook the transfer network produces now ->
+Each step: encoder -> VQCT quantizer over the codebook the transfer network produces now ->
 decoder; loss = L1 + perceptual + codebook + beta·commitment (+ adaptive-weighted hinge GAN after
 loss.disc_start); learned codebooks with EMA codes or dead-code restarts then update their codes
 outside the gradient (training/learned_codebook.py); then one discriminator step. Checkpoints hold
@@ -35,6 +35,9 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
+from ..evaluation.plots import save_recon_grid
+from ..evaluation.usage import UsageWindow
+from ..runtime import progress_bar, resolve_device
 from .checkpoint import find_latest, load_checkpoint, save_checkpoint
 from .data import ImageDataset, ResumableSampler
 from .discriminator import PatchDiscriminator
@@ -42,21 +45,18 @@ from .learned_codebook import LEARNED_OPTION_DEFAULTS
 from .losses import adaptive_weight, hinge_d_loss, reconstruction_loss
 from .model import build_model, resolve_prior_dir
 from .perceptual import build_perceptual
-from .usage import UsageWindow, save_reconstruction_grid
 
 
 def setup_distributed() -> tuple[int, int, int, torch.device]:
     """(rank, world_size, local_rank, device) from torchrun's environment, or a single process."""
     if "RANK" not in os.environ:
-        return 0, 1, 0, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return 0, 1, 0, resolve_device("auto")
     rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local)
-        device, backend = torch.device("cuda", local), "nccl"
-    else:
-        device, backend = torch.device("cpu"), "gloo"
+    device = resolve_device("auto", local_rank=local)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return rank, world, local, device
 
 
@@ -147,9 +147,7 @@ def train(cfg: dict[str, Any], resume: bool = False, max_steps: int | None = Non
     usage = UsageWindow(model.config, run["usage_window"])
     total_steps = int(optim_cfg["steps"]) if max_steps is None else min(int(optim_cfg["steps"]), step + int(max_steps))
 
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=total_steps, initial=step, disable=not is_main, desc="train", dynamic_ncols=True)
+    bar = progress_bar(total_steps, "train", enabled=is_main, initial=step)
     t_last, imgs_since = time.perf_counter(), 0
     model.train()
     disc.train()
@@ -223,7 +221,8 @@ def train(cfg: dict[str, Any], resume: bool = False, max_steps: int | None = Non
                 log.write(stats)
                 bar.set_postfix(rec=f"{stats['rec']:.4f}", use_n=f"{stats.get('usage_noun', stats.get('usage_code', 0)):.2f}")
             if is_main and run["image_every"] and (step % run["image_every"] == 0 or step == total_steps):
-                save_reconstruction_grid(x, rec.detach(), out / "images" / f"step_{step:08d}.png")
+                real, fake = (t[:8].detach().float().cpu().add(1).div(2) for t in (x, rec))  # [-1, 1] -> [0, 1]
+                save_recon_grid(real, fake, out / "images" / f"step_{step:08d}.png")
             if run["ckpt_every"] and (step % run["ckpt_every"] == 0 or step == total_steps):
                 if is_main:
                     save_checkpoint(out, step, {
