@@ -77,12 +77,18 @@ class Upsample(nn.Module):
 
 
 class _Level(nn.Module):
-    """One resolution level: a stack of (ResnetBlock, optional AttnBlock) and a resampler."""
+    """One resolution level: ``blocks`` (ResnetBlock, AttnBlock where ``attention``) pairs from
+    ``block_in`` to ``block_out`` channels; the encoder or decoder adds its resampler."""
 
-    def __init__(self) -> None:
+    def __init__(self, block_in: int, block_out: int, blocks: int, attention: bool, cfg: VQCTConfig) -> None:
         super().__init__()
         self.block = nn.ModuleList()
         self.attn = nn.ModuleList()
+        for _ in range(blocks):
+            self.block.append(ResnetBlock(block_in, block_out, cfg.norm_groups, cfg.dropout))
+            block_in = block_out
+            if attention:
+                self.attn.append(AttnBlock(block_out, cfg.norm_groups))
 
     def run(self, h: torch.Tensor) -> torch.Tensor:
         for i, block in enumerate(self.block):
@@ -114,13 +120,9 @@ class Encoder(nn.Module):
         res = cfg.resolution
         self.down = nn.ModuleList()
         for i, mult in enumerate(cfg.ch_mult):
-            level = _Level()
             block_in, block_out = ch * in_mult[i], ch * mult
-            for _ in range(cfg.num_res_blocks):
-                level.block.append(ResnetBlock(block_in, block_out, g, cfg.dropout))
-                block_in = block_out
-                if res in cfg.attn_resolutions:
-                    level.attn.append(AttnBlock(block_in, g))
+            level = _Level(block_in, block_out, cfg.num_res_blocks, res in cfg.attn_resolutions, cfg)
+            block_in = block_out
             if i != len(cfg.ch_mult) - 1:
                 level.downsample = Downsample(block_in)
                 res //= 2
@@ -158,13 +160,9 @@ class Decoder(nn.Module):
         self.mid = _Mid(block_in, g, cfg.dropout, cfg.mid_attention)
         levels = []
         for i in reversed(range(len(cfg.ch_mult))):
-            level = _Level()
             block_out = ch * cfg.ch_mult[i]
-            for _ in range(cfg.num_res_blocks + 1):
-                level.block.append(ResnetBlock(block_in, block_out, g, cfg.dropout))
-                block_in = block_out
-                if res in cfg.attn_resolutions:
-                    level.attn.append(AttnBlock(block_in, g))
+            level = _Level(block_in, block_out, cfg.num_res_blocks + 1, res in cfg.attn_resolutions, cfg)
+            block_in = block_out
             if i != 0:
                 level.upsample = Upsample(block_in)
                 res *= 2
