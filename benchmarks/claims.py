@@ -176,6 +176,38 @@ def evaluate_one(ckpt: str, data: str, stride: int, report: str) -> None:
     Path(report).write_text(json.dumps(result, indent=2, default=str) + "\n")
 
 
+def latent_geometry(run: dict, args: argparse.Namespace) -> dict | None:
+    """Participation ratio of the encoder's pre-quantization latents, per group's channels, on every
+    ``3 * stride``-th test image: is a low-rank codebook the transfer's doing, or does it mirror the
+    latents it is fitted to? Cached beside the run's report."""
+    import torch
+
+    from vqct_tokenizer.evaluation.evaluate import list_images
+    from vqct_tokenizer.training.checkpoint import checkpoint_path
+    from vqct_tokenizer.training.export import tokenizer_from_checkpoint
+    from vqct_tokenizer.training.transfer import participation_ratio
+
+    ckpt = checkpoint_path(run["run_dir"], args.steps)
+    cache = run["report"].with_name(run["report"].stem + "_latents.json")
+    if cache.is_file():
+        found = json.loads(cache.read_text())
+        if found.get("checkpoint") == str(ckpt):
+            return found
+    if not ckpt.is_file():
+        return None
+    spec = DOMAINS[run["domain"]]
+    tok = tokenizer_from_checkpoint(ckpt)
+    paths = [str(p) for p in list_images(Path(args.data_root) / spec["test"], stride=3 * spec["stride"])]
+    with torch.inference_mode():
+        z = tok.model.encode_latent(torch.stack(tok.preprocess(paths)[0]))  # (B, G·D, h, w)
+    z = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]).float()
+    d = tok.codebook.shape[1]
+    found = {"checkpoint": str(ckpt), "images": len(paths), "latents": int(z.shape[0]),
+             "groups": {g.name: participation_ratio(z[:, i * d:(i + 1) * d]) for i, g in enumerate(tok.config.groups)}}
+    cache.write_text(json.dumps(found, indent=2) + "\n")
+    return found
+
+
 # ----------------------------------------------------------------------------- aggregation
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -196,11 +228,15 @@ def run_values(report: dict) -> dict[str, float]:
     return values
 
 
-def aggregate(runs: list[dict]) -> dict:
+def aggregate(runs: list[dict], args: argparse.Namespace) -> dict:
     per_run = {}
     for run in runs:
         if run["report"].is_file():
-            per_run[(run["domain"], run["variant"], run["seed"])] = run_values(json.loads(run["report"].read_text()))
+            values = run_values(json.loads(run["report"].read_text()))
+            latents = latent_geometry(run, args)
+            for name, pr in (latents or {}).get("groups", {}).items():
+                values[f"latent_pr_{name}"] = float(pr)
+            per_run[(run["domain"], run["variant"], run["seed"])] = values
     summary: dict = {}
     for (domain, variant, seed), values in per_run.items():
         summary.setdefault(domain, {}).setdefault(variant, {}).setdefault("seeds", {})[seed] = values
@@ -247,7 +283,7 @@ def tables(agg: dict, steps: int) -> str:
         out.append("")
         head = ["variant", "seeds", *(c[1] for c in METRICS), "bits/image", "entropy bits/image", "code usage %",
                 "participation ratio, all codes",
-                "participation ratio, codes used on the test images"]
+                "participation ratio, codes used on the test images", "participation ratio, encoder latents"]
         out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for variant, entry in variants.items():
             ms = entry["mean_std"]
@@ -260,6 +296,7 @@ def tables(agg: dict, steps: int) -> str:
             cells.append(", ".join(f"{k[3:]} {_pm(v, '{:.1f}')}" for k, v in ms.items()
                                    if k.startswith("pr_") and not k.startswith("pr_used_")))
             cells.append(", ".join(f"{k[8:]} {_pm(v, '{:.1f}')}" for k, v in ms.items() if k.startswith("pr_used_")))
+            cells.append(", ".join(f"{k[10:]} {_pm(v, '{:.1f}')}" for k, v in ms.items() if k.startswith("latent_pr_")))
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
     out.append("### Paired verdicts")
@@ -353,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             for done in pool.map(lambda r: execute(r, args), runs):
                 print(f"[{time.perf_counter() - start:7.0f}s] done {done}", flush=True)
-    agg = aggregate(runs)
+    agg = aggregate(runs, args)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"command": " ".join(["python", "benchmarks/claims.py", *(argv if argv is not None else sys.argv[1:])]),
