@@ -71,7 +71,8 @@ CLAIMS = [
     ("transfer beats the strongest learned codebook, both with the cosine lookup in 32 dims",
      "vqct-cosine", "learned-strong"),
 ]
-T_CRIT_DF2 = 4.303  # two-sided 5 % critical value of Student's t with 2 degrees of freedom (3 paired seeds)
+# two-sided 5 % critical values of Student's t by degrees of freedom (n paired runs - 1)
+T_CRIT = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -245,30 +246,42 @@ def aggregate(runs: list[dict], args: argparse.Namespace) -> dict:
             keys = sorted({k for v in entry["seeds"].values() for k in v})
             entry["mean_std"] = {k: mean_std([v[k] for v in entry["seeds"].values() if k in v]) for k in keys}
     verdicts = []
-    for domain, variants in summary.items():
-        for claim, a, b in CLAIMS:
+    for claim, a, b in CLAIMS:
+        pooled: dict[str, list[float]] = {key: [] for key, *_ in METRICS}
+        domains = []
+        for domain, variants in summary.items():
             if a not in variants or b not in variants:
                 continue
+            domains.append(domain)
             seeds = sorted(set(variants[a]["seeds"]) & set(variants[b]["seeds"]))
             row = {"domain": domain, "claim": claim, "variant": a, "reference": b, "seeds": seeds, "metrics": {}}
             for key, label, _, sign in METRICS:
                 diffs = [variants[a]["seeds"][s][key] - variants[b]["seeds"][s][key] for s in seeds
                          if key in variants[a]["seeds"][s] and key in variants[b]["seeds"][s]]
+                pooled[key] += diffs
                 row["metrics"][key] = paired(diffs, sign)
             verdicts.append(row)
+        if len(domains) > 1:  # every (domain, seed) pair as one paired observation
+            verdicts.append({"domain": " + ".join(domains), "claim": claim, "variant": a, "reference": b,
+                             "metrics": {key: paired(pooled[key], sign) for key, _, _, sign in METRICS}})
     return {"summary": summary, "verdicts": verdicts}
 
 
 def paired(diffs: list[float], sign: int) -> dict:
-    """Paired per-seed differences (variant - reference); ``sign`` is +1 where higher is better."""
+    """Paired differences (variant - reference) over seeds; ``sign`` is +1 where higher is better.
+
+    "yes" / "no, worse": a two-sided paired t-test at 5 %. Otherwise the cell says how many seeds
+    went which way: with three seeds even a 3-of-3 result can fall short of significance."""
     if not diffs:
         return {"n": 0, "verdict": "not measured"}
     mean, sd = mean_std(diffs)
     n = len(diffs)
     t = mean / (sd / math.sqrt(n)) if n > 1 and sd > 0 else float("nan")
     better = sum(1 for d in diffs if d * sign > 0)
-    if n == 3 and math.isfinite(t) and abs(t) >= T_CRIT_DF2:
-        verdict = "yes" if mean * sign > 0 else "no (worse)"
+    if n - 1 in T_CRIT and math.isfinite(t) and abs(t) >= T_CRIT[n - 1]:
+        verdict = "yes" if mean * sign > 0 else "no, worse"
+    elif better in (0, n) and n > 1:
+        verdict = f"{'better' if better else 'worse'} in {n}/{n}, not significant"
     else:
         verdict = "no clear difference"
     return {"n": n, "diffs": diffs, "mean": mean, "std": sd, "t": t, "seeds_better": better, "verdict": verdict}
@@ -301,8 +314,9 @@ def tables(agg: dict, steps: int) -> str:
         out.append("")
     out.append("### Paired verdicts")
     out.append("")
-    out.append(f"Per-seed differences (variant − reference); 'yes' needs a paired t ≥ {T_CRIT_DF2} over 3 seeds"
-               " (two-sided 5 %); otherwise 'no clear difference'.")
+    out.append("Paired differences (variant − reference) over seeds; rows joining two domains pool every"
+               " (domain, seed) pair. 'yes' / 'no, worse': a two-sided paired t-test at 5 % (t ≥ 4.30 for 3"
+               " pairs, 2.57 for 6); otherwise how many pairs went which way. mean ± std of the differences.")
     out.append("")
     head = ["domain", "claim", *(c[1] for c in METRICS)]
     out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -311,7 +325,7 @@ def tables(agg: dict, steps: int) -> str:
         for key, _, fmt, _ in METRICS:
             p = row["metrics"][key]
             cells.append("n/a" if not p["n"] else
-                         f"{p['verdict']}: {fmt.format(p['mean'])} ± {fmt.format(p['std'])} ({p['seeds_better']}/{p['n']} seeds better)")
+                         f"{p['verdict']}: {fmt.format(p['mean'])} ± {fmt.format(p['std'])} (t = {p['t']:.1f})")
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
 
