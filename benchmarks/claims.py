@@ -42,6 +42,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from compare_variants import draw_rd_panel  # one panel style for both rate-distortion plots
+
 REPO = Path(__file__).resolve().parent.parent
 VARIANTS = {
     "vqct": "faces64",
@@ -351,23 +353,13 @@ def rd_plot(agg: dict, path: Path, panel: tuple[int, int] = (470, 420)) -> None:
     for j, domain in enumerate(domains):
         pts = [(v, e["mean_std"]) for v, e in agg["summary"][domain].items() if "psnr" in e["mean_std"]]
         ox = j * panel[0]
-        left, top, right, bottom = ox + 55, 40, ox + panel[0] - 15, panel[1] - 45
-        d.rectangle([left, top, right, bottom], outline="black")
-        d.text(((left + right) // 2 - 15, 24), domain, fill="black")
-        d.text(((left + right) // 2 - 40, bottom + 24), "bits per image", fill="black")
         if not pts:
+            draw_rd_panel(d, ox, panel, domain)
             continue
         xs = [math.log2(ms["bits_per_image"][0]) for _, ms in pts]
         lo = [ms["psnr"][0] - _finite(ms["psnr"][1]) for _, ms in pts]
         hi = [ms["psnr"][0] + _finite(ms["psnr"][1]) for _, ms in pts]
-        x0, x1, y0, y1 = min(xs) - 0.5, max(xs) + 0.5, min(lo) - 0.3, max(hi) + 0.3
-        sx = lambda v: left + (v - x0) / (x1 - x0) * (right - left)  # noqa: E731
-        sy = lambda v: bottom - (v - y0) / (y1 - y0) * (bottom - top)  # noqa: E731
-        for t in range(5):
-            xv, yv = x0 + t * (x1 - x0) / 4, y0 + t * (y1 - y0) / 4
-            d.text((sx(xv) - 12, bottom + 6), f"{2 ** xv:.0f}", fill="gray")
-            d.text((ox + 8, sy(yv) - 6), f"{yv:.1f}", fill="gray")
-            d.line([left, sy(yv), right, sy(yv)], fill="#eeeeee")
+        sx, sy = draw_rd_panel(d, ox, panel, domain, (min(xs) - 0.5, max(xs) + 0.5), (min(lo) - 0.3, max(hi) + 0.3))
         same_rate: dict[int, int] = {}
         for (variant, ms), x, a, b in zip(pts, xs, lo, hi):
             nth = same_rate.get(round(ms["bits_per_image"][0]), 0)

@@ -189,21 +189,11 @@ def rate_distortion_plot(rows: list[dict], path: Path, panel: tuple[int, int] = 
     for j, split in enumerate(splits):
         here = [r for r in pts if r["split"] == split]
         ox = j * panel[0]
-        left, top, right, bottom = ox + 55, 40, ox + panel[0] - 15, panel[1] - 45
-        d.rectangle([left, top, right, bottom], outline="black")
-        d.text(((left + right) // 2 - 20, 24), split, fill="black")
-        d.text(((left + right) // 2 - 40, bottom + 24), "bits per image", fill="black")
         if not here:
+            draw_rd_panel(d, ox, panel, split)
             continue
         ys = [r["metrics"]["psnr"] for r in here]
-        y0, y1 = min(ys) - 0.5, max(ys) + 0.5
-        sx = lambda v: left + (v - x0) / (x1 - x0) * (right - left)  # noqa: E731
-        sy = lambda v: bottom - (v - y0) / (y1 - y0) * (bottom - top)  # noqa: E731
-        for t in range(5):
-            xv, yv = x0 + t * (x1 - x0) / 4, y0 + t * (y1 - y0) / 4
-            d.text((sx(xv) - 12, bottom + 6), f"{2 ** xv:.0f}", fill="gray")
-            d.text((ox + 8, sy(yv) - 6), f"{yv:.1f}", fill="gray")
-            d.line([left, sy(yv), right, sy(yv)], fill="#eeeeee")
+        sx, sy = draw_rd_panel(d, ox, panel, split, (x0, x1), (min(ys) - 0.5, max(ys) + 0.5))
         seen_at: dict[float, int] = {}
         for r in here:
             bits = r["rate"]["bits_per_image"]
@@ -225,6 +215,27 @@ def rate_distortion_plot(rows: list[dict], path: Path, panel: tuple[int, int] = 
         d.text((lx + 16, y - 1), f"{v}: {' / '.join(values)}  ({bits:.0f} b)", fill=colour[v])
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
+
+
+def draw_rd_panel(d: ImageDraw.ImageDraw, ox: int, panel: tuple[int, int], title: str,
+                  x_range: tuple[float, float] | None = None, y_range: tuple[float, float] | None = None):
+    """One rate-distortion panel at x offset ``ox``: frame, title, axis label and, given the ranges
+    (x in log2 bits, y in dB), five ticks a side; returns the (x, y) -> pixel maps."""
+    left, top, right, bottom = ox + 55, 40, ox + panel[0] - 15, panel[1] - 45
+    d.rectangle([left, top, right, bottom], outline="black")
+    d.text(((left + right) // 2 - 20, 24), title, fill="black")
+    d.text(((left + right) // 2 - 40, bottom + 24), "bits per image", fill="black")
+    if x_range is None or y_range is None:
+        return None
+    (x0, x1), (y0, y1) = x_range, y_range
+    sx = lambda v: left + (v - x0) / (x1 - x0) * (right - left)  # noqa: E731
+    sy = lambda v: bottom - (v - y0) / (y1 - y0) * (bottom - top)  # noqa: E731
+    for t in range(5):
+        xv, yv = x0 + t * (x1 - x0) / 4, y0 + t * (y1 - y0) / 4
+        d.text((sx(xv) - 12, bottom + 6), f"{2 ** xv:.0f}", fill="gray")
+        d.text((ox + 8, sy(yv) - 6), f"{yv:.1f}", fill="gray")
+        d.line([left, sy(yv), right, sy(yv)], fill="#eeeeee")
+    return sx, sy
 
 
 if __name__ == "__main__":

@@ -43,6 +43,24 @@ def make_tokenizer(seed: int = 0, **overrides) -> VQCTTokenizer:
         tok.codebook.copy_(torch.randn(tok.codebook.shape, generator=torch.Generator().manual_seed(seed + 1)))
     return tok
 
+def write_tiny_prior(out: Path, num_adjectives: int = 6, num_nouns: int = 9, edges: list | None = None,
+                     counts: tuple[int, int] = (20, 30)) -> Path:
+    """A small codebook prior (random 10-d word vectors, seed 0) saved to ``out``; ``edges`` defaults
+    to 2·A adjective-noun edges spread over the nouns, with distinct counts."""
+    from vqct_tokenizer.codebook.prior import CodebookPrior, save_prior
+
+    g = torch.Generator().manual_seed(0)
+    adjectives = [f"a{i}" for i in range(num_adjectives)]
+    nouns = [f"n{i}" for i in range(num_nouns)]
+    if edges is None:
+        pairs = [(adjectives[i % num_adjectives], nouns[(2 * i) % num_nouns], 1 + i) for i in range(2 * num_adjectives)]
+        edges = list({(a, n): (a, n, c) for a, n, c in pairs}.values())
+    save_prior(CodebookPrior(adjectives, nouns, [counts[0]] * num_adjectives, [counts[1]] * num_nouns, edges,
+                             torch.randn(num_adjectives, 10, generator=g), torch.randn(num_nouns, 10, generator=g),
+                             {"text_encoder": {"backend": "test"}}), out)
+    return out
+
+
 
 VARIANTS = {
     "vqct": {},

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_tokenizer
+from conftest import make_tokenizer, write_tiny_prior
 from vqct_tokenizer import VQCTConfig, VQCTTokenizer
 from vqct_tokenizer.evaluation.evaluate import iter_batches
 from vqct_tokenizer.image_processor import TRAINING_CROPS, ImageProcessor, resize_mode_for_crop
@@ -126,16 +126,10 @@ def test_a_config_without_preprocessing_fields_loads_as_center_crop(model_dir, t
 
 def test_export_writes_the_training_crop_into_config_json(tmp_path):
     from test_training import tiny_cfg
-    from vqct_tokenizer.codebook.prior import CodebookPrior, save_prior
     from vqct_tokenizer.training.export import export
     from vqct_tokenizer.training.trainer import train
 
-    g = torch.Generator().manual_seed(0)
-    adjectives, nouns = [f"a{i}" for i in range(6)], [f"n{i}" for i in range(9)]
-    edges = [(adjectives[i], nouns[i], 1 + i) for i in range(6)]
-    prior = CodebookPrior(adjectives, nouns, [20] * 6, [30] * 9, edges, torch.randn(6, 10, generator=g),
-                          torch.randn(9, 10, generator=g), {"text_encoder": {"backend": "test"}})
-    save_prior(prior, tmp_path / "prior")
+    write_tiny_prior(tmp_path / "prior", edges=[(f"a{i}", f"n{i}", 1 + i) for i in range(6)])
     images = tmp_path / "images"
     for i in range(4):
         _save(images, f"{i:02d}", 24, 40, "jpeg")

@@ -21,13 +21,12 @@ import pytest
 import torch
 
 from vqct_tokenizer import fast_encode
-from vqct_tokenizer.codebook.prior import CodebookPrior, save_prior
 from vqct_tokenizer.config import CodeGroup
 from vqct_tokenizer.models.quantizer import GroupedQuantizer
 from vqct_tokenizer.training.config import load_config
 from vqct_tokenizer.training.model import build_model
 
-from conftest import make_tokenizer, random_rgb
+from conftest import make_tokenizer, random_rgb, write_tiny_prior
 
 # relative gap (of squared distances, against their scale) below which two codes count as tied: far
 # above float32 rounding of the quantizer's ||c||^2 - 2 z.c (a few 1e-7 of the scale)
@@ -168,17 +167,7 @@ def test_brute_force_reference_can_tell_a_wrong_pick():
 # ---------------------------------------------------------------------------- the training model
 @pytest.fixture(scope="module")
 def tiny_prior(tmp_path_factory) -> Path:
-    g = torch.Generator().manual_seed(0)
-    adjectives = [f"a{i}" for i in range(7)]
-    nouns = [f"n{i}" for i in range(9)]
-    edges = list({(adjectives[i % 7], nouns[(2 * i) % 9]): (adjectives[i % 7], nouns[(2 * i) % 9], 1 + i)
-                  for i in range(14)}.values())
-    prior = CodebookPrior(adjectives, nouns, [20] * 7, [30] * 9, edges,
-                          torch.randn(7, 10, generator=g), torch.randn(9, 10, generator=g),
-                          {"text_encoder": {"backend": "test"}})
-    out = tmp_path_factory.mktemp("prior")
-    save_prior(prior, out)
-    return out
+    return write_tiny_prior(tmp_path_factory.mktemp("prior"), num_adjectives=7)
 
 
 TRAIN_CASES = {  # name -> overrides

@@ -66,14 +66,10 @@ def random_image(h: int, w: int, seed: int = 0) -> Image.Image:
 @pytest.fixture(scope="module")
 def train_config(tmp_path_factory) -> Path:
     """A tiny training run (8 images, 16 px, no perceptual loss) that checkpoints every step."""
-    from vqct_tokenizer.codebook.prior import CodebookPrior, save_prior
+    from conftest import write_tiny_prior
 
     root = tmp_path_factory.mktemp("train")
-    g = torch.Generator().manual_seed(0)
-    adjectives, nouns = [f"a{i}" for i in range(6)], [f"n{i}" for i in range(9)]
-    edges = [(adjectives[i], nouns[i], 2) for i in range(6)]
-    save_prior(CodebookPrior(adjectives, nouns, [5] * 6, [5] * 9, edges, torch.randn(6, 10, generator=g),
-                             torch.randn(9, 10, generator=g), {}), root / "prior")
+    write_tiny_prior(root / "prior", edges=[(f"a{i}", f"n{i}", 2) for i in range(6)], counts=(5, 5))
     (root / "data").mkdir()
     for i in range(8):
         random_image(20, 20, seed=i).save(root / "data" / f"{i}.png")

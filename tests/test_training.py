@@ -14,9 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import DDP_SPY_SCRIPT
+from conftest import DDP_SPY_SCRIPT, write_tiny_prior
 from vqct_tokenizer import VQCTTokenizer
-from vqct_tokenizer.codebook.prior import CodebookPrior, save_prior
 from vqct_tokenizer.training.checkpoint import find_latest, list_checkpoints, load_checkpoint
 from vqct_tokenizer.training.config import load_config
 from vqct_tokenizer.training.export import model_from_checkpoint, tokenizer_from_checkpoint
@@ -30,17 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def tiny_prior(tmp_path_factory) -> Path:
-    g = torch.Generator().manual_seed(0)
-    adjectives = [f"a{i}" for i in range(6)]
-    nouns = [f"n{i}" for i in range(9)]
-    edges = [(adjectives[i % 6], nouns[(2 * i) % 9], 1 + i) for i in range(12)]
-    edges = list({(a, n): (a, n, c) for a, n, c in edges}.values())
-    prior = CodebookPrior(adjectives, nouns, [20] * 6, [30] * 9, edges,
-                          torch.randn(6, 10, generator=g), torch.randn(9, 10, generator=g),
-                          {"text_encoder": {"backend": "test"}})
-    out = tmp_path_factory.mktemp("prior")
-    save_prior(prior, out)
-    return out
+    return write_tiny_prior(tmp_path_factory.mktemp("prior"))
 
 
 @pytest.fixture(scope="module")
