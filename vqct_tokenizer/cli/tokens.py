@@ -201,9 +201,10 @@ def decode_model(model: str | None, stored: StoredTokens) -> str:
 def model_view(tok, image, resize: bool):
     """The image as the encoder sees it (resized and cropped, or at native size), as PIL."""
     from ..image_io import to_output
+    from ..image_processor import ImageProcessor
 
     [x], _, [(h, w)] = tok.preprocess(image, resize=resize)
-    x = x.add(1.0).mul(0.5).clamp(0.0, 1.0)
+    x = ImageProcessor.denormalize(x)
     if not resize:
         x = x[:, :h, :w]
     return to_output(x[None], "pil")[0]

@@ -26,7 +26,8 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..image_io import check_native_size, list_image_files, native_file_limit, read_image_file, resize_to
+from ..image_io import check_native_size, list_image_files, native_file_limit, read_image_file
+from ..image_processor import ImageProcessor
 from ..runtime import progress_bar, resolve_device
 from .shards import (FORMAT_NAME, FORMAT_VERSION, SETTINGS_NAME, read_json, shard_done, shard_name, shard_range,
                      write_json, write_manifest, write_shard_tokens)
@@ -80,7 +81,8 @@ class _ImageFiles(Dataset):
     def __init__(self, root: Path, files: Sequence[str], resolution: int | None, resize_mode: str, resample: str,
                  limits: _Limits) -> None:
         self.root, self.files = root, files
-        self.resolution, self.resize_mode, self.resample = resolution, resize_mode, resample
+        self.resolution = resolution
+        self.processor = ImageProcessor(resolution, resize_mode, resample) if resolution is not None else None
         self.limits = limits
 
     def __len__(self) -> int:
@@ -93,7 +95,7 @@ class _ImageFiles(Dataset):
             x = read_image_file(path, lim.file_pixels, lim.hint)
             size = (int(x.shape[1]), int(x.shape[2]))
             if self.resolution is not None:
-                x = resize_to(x, self.resolution, self.resize_mode, self.resample)
+                x = self.processor.resize(x)
             else:  # checked here, so one oversized image is a listed failure, not the end of the run
                 check_native_size(size[0], size[1], lim.factor, lim.native_pixels, str(path))
             return {"index": index, "image": x, "size": size, "error": None}
