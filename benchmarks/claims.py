@@ -150,7 +150,7 @@ def evaluate_one(ckpt: str, data: str, stride: int, report: str) -> None:
 
     from vqct_tokenizer.evaluation.evaluate import evaluate, list_images, load_model
     from vqct_tokenizer.evaluation.usage import CodeUsage
-    from vqct_tokenizer.training.transfer import participation_ratio, top_component_share
+    from vqct_tokenizer.evaluation.geometry import participation_ratio, top_component_share
 
     torch.set_num_threads(1)
     Path(report).parent.mkdir(parents=True, exist_ok=True)
@@ -188,7 +188,7 @@ def latent_geometry(run: dict, args: argparse.Namespace) -> dict | None:
     from vqct_tokenizer.evaluation.evaluate import list_images
     from vqct_tokenizer.training.checkpoint import checkpoint_path
     from vqct_tokenizer.training.export import tokenizer_from_checkpoint
-    from vqct_tokenizer.training.transfer import participation_ratio
+    from vqct_tokenizer.evaluation.geometry import participation_ratio
 
     ckpt = checkpoint_path(run["run_dir"], args.steps)
     cache = run["report"].with_name(run["report"].stem + "_latents.json")

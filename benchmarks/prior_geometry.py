@@ -38,7 +38,7 @@ def geometry(vectors: torch.Tensor) -> dict[str, float]:
 
 
 def code_geometry(codes: torch.Tensor) -> dict[str, float]:
-    from vqct_tokenizer.training.transfer import participation_ratio, top_component_share
+    from vqct_tokenizer.evaluation.geometry import participation_ratio, top_component_share
 
     return {"participation_ratio": participation_ratio(codes), "top_component_share": top_component_share(codes),
             "dims": codes.shape[1], "codes": codes.shape[0]}

@@ -185,7 +185,7 @@ def _shipped_prior_or_skip():
 def test_fresh_transfer_codebook_is_not_one_dimensional(prior_name, tmp_path):
     """Participation ratio >= 8 for each part of speech at initialisation, on the real word graphs
     (the old layer, bias before propagation over D^-1/2 (A+I) D^-1/2, gave 1.0)."""
-    from vqct_tokenizer.training.transfer import participation_ratio
+    from vqct_tokenizer.evaluation.geometry import participation_ratio
 
     _shipped_prior_or_skip()
     for seed in (0, 1):
@@ -200,7 +200,7 @@ def test_fresh_transfer_codebook_is_not_one_dimensional(prior_name, tmp_path):
 
 def test_symmetric_normalisation_collapses_the_fresh_codebook(tmp_path):
     """The measured cause, kept as a regression check on the option that reproduces it."""
-    from vqct_tokenizer.training.transfer import participation_ratio
+    from vqct_tokenizer.evaluation.geometry import participation_ratio
 
     _shipped_prior_or_skip()
     torch.manual_seed(0)

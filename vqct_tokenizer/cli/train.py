@@ -13,6 +13,9 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in run.out_dir")
     p.add_argument("--max-steps", type=int, default=None,
                    help="stop this invocation after this many steps (the schedule still runs to optim.steps)")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop this invocation after this many minutes of training, with a checkpoint at the last "
+                        "step (--resume continues); for time-boxed machines")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -22,6 +25,6 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     if cfg["data"]["train"] is None:
         raise ValueError("no training data: set data.train=DIR_OR_LIST")
-    out = train(cfg, resume=args.resume, max_steps=args.max_steps)
+    out = train(cfg, resume=args.resume, max_steps=args.max_steps, max_minutes=args.max_minutes)
     print(f"done: {out}")
     return 0

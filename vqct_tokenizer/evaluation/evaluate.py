@@ -29,12 +29,17 @@ from ..runtime import library_versions, progress_bar, resolve_device
 from ..tokenizer import VQCTTokenizer
 from .external import load_external
 from .features import FDMeter, effnet_available, load_effnet_lite0
+from .geometry import LatentGeometry, collapsed_groups
 from .jpeg_anchor import JpegAnchor
 from .metrics import SSIM_K1, SSIM_K2, SSIM_SIGMA, SSIM_WINDOW, FidelityMeter
 from .plots import save_recon_grid, save_usage_plot
 from .usage import CodeUsage, cell_bits
 
 REPORT_VERSION = 1
+LATENT_GEOMETRY_NOTE = ("centred participation ratio (PR) and top-component share of the pre-quantization latent "
+                        "cells per code group (up to 16,384 cells, an even stride of each batch), and the PR of the "
+                        "codes used and of all codes; PR 1 = one direction, D = all D equally "
+                        "(vqct_tokenizer/evaluation/geometry.py)")
 GRID_IMAGES = 8
 EXTERNAL_METRICS = ["rfid", "lpips"]
 VERSIONED_PACKAGES = ["vqct-tokenizer", "torch", "numpy", "pillow", "safetensors", "efficientnet-lite-pytorch",
@@ -192,6 +197,7 @@ def evaluate(model: str | Path | VQCTTokenizer, data: str | Path, *, resolution:
         skipped.update({name: "disabled (--no-external)" for name in EXTERNAL_METRICS})
 
     fidelity, usage = FidelityMeter(), CodeUsage(tok.config)
+    geometry = LatentGeometry(tok.config)
     jpeg = jpeg_fidelity = jpeg_fd = None
     if jpeg_anchor:
         jpeg = JpegAnchor(cell_bits(tok.config.groups, ordered=False), tok.downsample_factor)
@@ -207,6 +213,9 @@ def evaluate(model: str | Path | VQCTTokenizer, data: str | Path, *, resolution:
             recon = tok.decode(tokens, output_type="pt", batch_size=batch_size).float().cpu()
             usage.update(tokens)
             fidelity.update(real, recon)
+            if geometry.count < geometry.max_cells:  # the collapse diagnostic needs the float latent
+                geometry.update(tok.model.encode_latent(processor.normalize(real).to(tok.device, tok.dtype)))
+            geometry.update_ids(tokens)
             for meter in meters.values():
                 meter.update(real, recon)
             if jpeg is not None:
@@ -237,6 +246,8 @@ def evaluate(model: str | Path | VQCTTokenizer, data: str | Path, *, resolution:
         "metrics": metrics,
         "rate": usage.rate(),
         "usage": usage.summary(),
+        "latent_geometry": {"groups": (geo := geometry.compute(tok.model.quantizer.codes(tok.codebook))), "collapsed": collapsed_groups(geo),
+                            "note": LATENT_GEOMETRY_NOTE},
         "skipped": skipped,
         "methods": method_notes(fidelity),
         "versions": library_versions(VERSIONED_PACKAGES),

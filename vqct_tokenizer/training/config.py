@@ -47,6 +47,9 @@ DEFAULTS: dict[str, Any] = {
     "loss": {
         "recon": "l1", "perceptual": "effnet", "perceptual_weight": 1.0,
         "beta": 0.25, "codebook_weight": 1.0,
+        # ste (straight-through) | rotation (Fifty et al. 2024's rotation trick) | none (a diagnostic control:
+        # the decoder reads the unquantized latent, as a plain autoencoder; ids and VQ losses still computed)
+        "quantizer_gradient": "ste",
         "disc_start": 10000, "disc_weight": 0.8, "disc_layers": 3, "disc_channels": 64,
     },
     "data": {"train": None, "crop": "resize", "scale": [0.33, 1.0], "flip": True, "workers": 2},
@@ -166,6 +169,7 @@ def validate(cfg: dict[str, Any]) -> None:
         "codebook.center_words": (cb["center_words"], ("none", "all", "pos")),
         "loss.recon": (loss["recon"], ("l1", "l2")),
         "loss.perceptual": (loss["perceptual"], ("effnet", "lpips-vgg", "none")),
+        "loss.quantizer_gradient": (loss["quantizer_gradient"], ("ste", "rotation", "none")),
         "run.precision": (run["precision"], ("auto", "fp32", "bf16", "fp16")),
     }
     for name, (value, allowed) in choices.items():

@@ -28,6 +28,27 @@ def straight_through(z: torch.Tensor, z_q: torch.Tensor) -> torch.Tensor:
     return z + (z_q.to(z.dtype) - z).detach()
 
 
+def rotation_trick(z: torch.Tensor, z_q: torch.Tensor, num_groups: int, eps: float = 1e-6) -> torch.Tensor:
+    """Forward value of z_q; the gradient reaches z through the rotation and rescaling that map each
+    group's latent vector onto its code (Fifty et al. 2024, "Restructuring Vector Quantization with
+    the Rotation Trick"), treated as constants: dL/dz = (|q|/|e|) R^T dL/dq.
+
+    With e = z and q = z_q per cell and group, ê, q̂ their unit vectors and r = (ê + q̂)/|ê + q̂|,
+    R = I − 2 r rᵀ + 2 q̂ êᵀ rotates ê onto q̂, and (|q|/|e|) R e = q.
+    ``z``, ``z_q`` are (B, G·D, h, w). No gradient flows to z_q (the codebook learns from its own loss).
+    """
+    b, c, h, w = z.shape
+    e = z.float().reshape(b, num_groups, c // num_groups, h, w)
+    q = z_q.detach().float().reshape(e.shape)
+    e_norm = e.detach().norm(dim=2, keepdim=True).clamp_min(eps)
+    q_norm = q.norm(dim=2, keepdim=True)
+    e_hat, q_hat = e.detach() / e_norm, q / q_norm.clamp_min(eps)
+    r = e_hat + q_hat
+    r = r / r.norm(dim=2, keepdim=True).clamp_min(eps)
+    rotated = e - 2 * (r * e).sum(dim=2, keepdim=True) * r + 2 * (e_hat * e).sum(dim=2, keepdim=True) * q_hat
+    return (rotated * (q_norm / e_norm)).reshape(b, c, h, w).to(z.dtype)
+
+
 def reconstruction_loss(x: torch.Tensor, rec: torch.Tensor, kind: str = "l1") -> torch.Tensor:
     if kind == "l1":
         return (x - rec).abs().mean()

@@ -13,7 +13,7 @@ from torch import nn
 from ..config import VQCTConfig
 from ..models import VQAutoencoder
 from .learned_codebook import LEARNED_OPTION_DEFAULTS, build_learned_codebook
-from .losses import quantization_loss, straight_through
+from .losses import quantization_loss, rotation_trick, straight_through
 from .transfer import CodebookTransfer, normalized_adjacency, prepare_word_vectors
 
 
@@ -29,13 +29,14 @@ class ForwardOutput:
 
 class VQCTTrainModel(nn.Module):
     def __init__(self, config: VQCTConfig, codebook_source: nn.Module, vocab: list[str] | None = None,
-                 beta: float = 0.25) -> None:
+                 beta: float = 0.25, gradient: str = "ste") -> None:
         super().__init__()
         self.config = config
         self.autoencoder = VQAutoencoder(config)
         self.codebook_source = codebook_source
         self.vocab = vocab
         self.beta = beta
+        self.gradient = gradient  # how the decoder's gradient reaches the encoder: "ste" | "rotation" | "none"
 
     def codebook(self) -> torch.Tensor:
         """(K, D): the codebook the quantizer uses and export bakes (unit rows under the cosine lookup)."""
@@ -51,7 +52,14 @@ class VQCTTrainModel(nn.Module):
             codebook = self.codebook()
         z_q, ids = ae.quantizer(z, codebook)         # z_q differentiable w.r.t. the codebook only
         q_loss, cb_loss, commit = quantization_loss(z, z_q, self.beta, len(ae.quantizer.groups))
-        rec = ae.decode_latent(straight_through(z, z_q))
+        groups = len(ae.quantizer.groups)
+        if self.gradient == "rotation":
+            passed = rotation_trick(z, z_q, groups)
+        elif self.gradient == "none":  # a control for probes: the decoder reads z itself, unquantized
+            passed = z
+        else:
+            passed = straight_through(z, z_q)
+        rec = ae.decode_latent(passed)
         return ForwardOutput(rec, ids, q_loss, cb_loss, commit, z.detach())
 
     @torch.no_grad()
@@ -88,7 +96,7 @@ def build_model(cfg: dict[str, Any], prior_dir: str | Path | None = None) -> VQC
                                    if cb.get(k, off) != off})
     if cb["quantizer"] == "vq":
         config = VQCTConfig(**arch, quantizer="vq", num_codes=int(cb["num_codes"]), extra=provenance)
-        return VQCTTrainModel(config, build_learned_codebook(cb, config), None, cfg["loss"]["beta"])
+        return VQCTTrainModel(config, build_learned_codebook(cb, config), None, cfg["loss"]["beta"], cfg["loss"]["quantizer_gradient"])
 
     from ..codebook.prior import load_prior
 
@@ -98,7 +106,7 @@ def build_model(cfg: dict[str, Any], prior_dir: str | Path | None = None) -> VQC
     config = VQCTConfig(**arch, quantizer="vqct", num_adjectives=a, num_nouns=n, k_adjectives=int(m["k_adjectives"]),
                         shared_codebook=cb["pos"] == "single", extra=provenance)
     if cb["source"] == "learned":  # rate-matched VQGAN: the VQCT layout, codebooks from scratch
-        return VQCTTrainModel(config, build_learned_codebook(cb, config), None, cfg["loss"]["beta"])
+        return VQCTTrainModel(config, build_learned_codebook(cb, config), None, cfg["loss"]["beta"], cfg["loss"]["quantizer_gradient"])
 
     words = torch.cat([prior.adjective_embeddings, prior.noun_embeddings])  # (A+N, E)
     if cb["word_vectors"] == "random":
@@ -112,4 +120,4 @@ def build_model(cfg: dict[str, Any], prior_dir: str | Path | None = None) -> VQC
         adjacency = normalized_adjacency(prior.edge_index(), prior.edge_weight(), a, n, cb["edge_weight"], cb["adjacency_norm"])
     source = CodebookTransfer(words, config.codebook_dim, cb["transfer"], adjacency, float(cb["gcn_dropout"]))
     vocab = prior.vocab()
-    return VQCTTrainModel(config, source, vocab, cfg["loss"]["beta"])
+    return VQCTTrainModel(config, source, vocab, cfg["loss"]["beta"], cfg["loss"]["quantizer_gradient"])

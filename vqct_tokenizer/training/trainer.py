@@ -35,6 +35,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
+from ..evaluation.geometry import COLLAPSE_WARN_PR, LatentGeometry, collapsed_groups
 from ..evaluation.plots import save_recon_grid
 from ..evaluation.usage import UsageWindow
 from ..runtime import progress_bar, resolve_device
@@ -60,11 +61,13 @@ def setup_distributed() -> tuple[int, int, int, torch.device]:
     return rank, world, local, device
 
 
-def train(cfg: dict[str, Any], resume: bool = False, max_steps: int | None = None) -> Path:
+def train(cfg: dict[str, Any], resume: bool = False, max_steps: int | None = None,
+          max_minutes: float | None = None) -> Path:
     """Run (or continue) the training described by ``cfg``; returns the output folder.
 
     ``max_steps`` stops this invocation early (the run's schedule still says optim.steps); tests and
-    time-boxed sessions use it.
+    time-boxed sessions use it. ``max_minutes`` stops it after that much wall time (counted from the
+    first step, on rank 0's clock), with a checkpoint at the step where it stops; ``--resume`` continues.
     """
     run, optim_cfg, loss_cfg = cfg["run"], cfg["optim"], cfg["loss"]
     rank, world, _, device = setup_distributed()
@@ -145,9 +148,11 @@ def train(cfg: dict[str, Any], resume: bool = False, max_steps: int | None = Non
               f"step {step} of {int(optim_cfg['steps'])}", flush=True)
     log = _Logger(out, is_main)
     usage = UsageWindow(model.config, run["usage_window"])
+    geometry = LatentGeometry(model.config, max_cells=4096, per_batch=256)  # the log window's latents
     total_steps = int(optim_cfg["steps"]) if max_steps is None else min(int(optim_cfg["steps"]), step + int(max_steps))
 
     bar = progress_bar(total_steps, "train", enabled=is_main, initial=step)
+    deadline = None if max_minutes is None else time.perf_counter() + 60.0 * float(max_minutes)
     t_last, imgs_since = time.perf_counter(), 0
     model.train()
     disc.train()
@@ -206,8 +211,11 @@ def train(cfg: dict[str, Any], resume: bool = False, max_steps: int | None = Non
             scaler.update()
 
             step += 1
+            if deadline is not None and _time_is_up(deadline, device, world):
+                total_steps = step  # the log, image and checkpoint below see the last step
             imgs_since += x.shape[0] * world
             usage.update(fwd.ids)
+            geometry.update(fwd.latent)
             bar.update(1)
 
             # ---------------- logging, images, checkpoints (rank 0 writes)
@@ -216,9 +224,12 @@ def train(cfg: dict[str, Any], resume: bool = False, max_steps: int | None = Non
                 stats = {"step": step, "epoch": epoch, "loss": loss.item(), "rec": rec_loss.item(),
                          "perceptual": float(p_loss.detach()), "codebook": fwd.codebook_loss.item(),
                          "commitment": fwd.commitment_loss.item(), "g": float(g_loss.detach()), "d": float(d_loss.detach()),
-                         "d_weight": float(d_weight.detach()), "img_per_s": imgs_since / (now - t_last), **usage.summary()}
+                         "d_weight": float(d_weight.detach()), "img_per_s": imgs_since / (now - t_last), **usage.summary(),
+                         **_geometry_stats(geometry.compute())}
                 t_last, imgs_since = now, 0
+                geometry = LatentGeometry(model.config, max_cells=4096, per_batch=256)
                 log.write(stats)
+                _warn_if_collapsed(stats, is_main)
                 bar.set_postfix(rec=f"{stats['rec']:.4f}", use_n=f"{stats.get('usage_noun', stats.get('usage_code', 0)):.2f}")
             if is_main and run["image_every"] and (step % run["image_every"] == 0 or step == total_steps):
                 real, fake = (t[:8].detach().float().cpu().add(1).div(2) for t in (x, rec))  # [-1, 1] -> [0, 1]
@@ -236,6 +247,32 @@ def train(cfg: dict[str, Any], resume: bool = False, max_steps: int | None = Non
     bar.close()
     log.close()
     return out
+
+
+def _time_is_up(deadline: float, device: torch.device, world: int) -> bool:
+    """Whether rank 0's clock has passed ``deadline``; every rank gets rank 0's answer."""
+    up = torch.tensor([float(time.perf_counter() >= deadline)], device=device)
+    if world > 1:
+        dist.broadcast(up, src=0)
+    return bool(up.item())
+
+
+def _geometry_stats(geometry: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Per group: the centred participation ratio of the window's pre-quantization latents and the
+    share of their first component (evaluation/geometry.py)."""
+    return {f"{key}_{name}": g[key] for name, g in geometry.items() for key in ("latent_pr", "latent_top_share")}
+
+
+def _warn_if_collapsed(stats: dict[str, Any], is_main: bool, after_step: int = 200) -> None:
+    """Warn (once per log line) when a group's latent PR falls below COLLAPSE_WARN_PR: the latents
+    then carry about one number per cell, whatever the ids hold (issue 20)."""
+    geometry = {k[len("latent_pr_"):]: {"latent_pr": v} for k, v in stats.items() if k.startswith("latent_pr_")}
+    low = collapsed_groups(geometry)
+    if is_main and low and stats["step"] >= after_step:
+        detail = ", ".join(f"{g} {geometry[g]['latent_pr']:.2f}" for g in low)
+        print(f"\nwarning: step {stats['step']}: the encoder's latents are collapsing (participation ratio {detail} "
+              f"< {COLLAPSE_WARN_PR}): tokens will carry little more than brightness. See README 'Latent collapse'.",
+              flush=True)
 
 
 def _learned_options(cb: dict[str, Any]) -> str:

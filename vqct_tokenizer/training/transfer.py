@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+
 EDGE_WEIGHTS = ("count", "log", "binary")
 ADJACENCY_NORMS = ("row", "sym")
 CENTERINGS = ("none", "all", "pos")
@@ -163,24 +164,6 @@ class LearnedCodebook(nn.Module):
         return self.weight
 
 
-def participation_ratio(codes: torch.Tensor) -> float:
-    """(Σλ)² / Σλ² over the covariance eigenvalues of the rows: 1 when every code lies on one line,
-    D when the variance spreads evenly over D directions."""
-    x = codes.detach().double()
-    x = x - x.mean(dim=0, keepdim=True)
-    eig = torch.linalg.svdvals(x).pow(2)
-    total = eig.sum().item()
-    return 0.0 if total == 0 else total ** 2 / eig.pow(2).sum().item()
-
-
-def top_component_share(codes: torch.Tensor) -> float:
-    """Share of the rows' variance along their first principal component."""
-    x = codes.detach().double()
-    x = x - x.mean(dim=0, keepdim=True)
-    eig = torch.linalg.svdvals(x).pow(2)
-    return 0.0 if eig.sum() == 0 else (eig[0] / eig.sum()).item()
-
-
 __all__ = ["CodebookTransfer", "LearnedCodebook", "GraphConv", "normalized_adjacency", "edge_values",
-           "prepare_word_vectors", "participation_ratio", "top_component_share", "EDGE_WEIGHTS",
+           "prepare_word_vectors", "EDGE_WEIGHTS",
            "ADJACENCY_NORMS", "CENTERINGS"]

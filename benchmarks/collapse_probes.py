@@ -1,0 +1,173 @@
+"""Latent-collapse probes: candidate fixes trained side by side at one short, equal budget.
+
+Each variant is the open-f8 recipe with a few config overrides, trained for ``--steps`` steps per
+seed (batch 8, 64² random-resized crops of the open training photos, one torch thread, bf16 where
+the CPU has it), then measured on the open test photos at 256² native:
+
+* PSNR / SSIM on the first ``--test-images`` photos (``vqct eval``'s meters, no FD);
+* the centred participation ratio (PR) of the pre-quantization latents per group, the share of the
+  first component, the PR of the codes in use, and code usage;
+* PSNR of decoding the unquantized latent cut to its top 2 principal components per group, against
+  the full latent (a decoder that reads two numbers per cell loses nothing);
+* PSNR of the plain inputs (flat colours, gradient, colour ramp, checkerboard) from tokens.
+
+Runs resume (``--resume``) and each run's measurements are cached beside its checkpoint, so the
+command can be rerun to add variants or seeds:
+
+    python benchmarks/collapse_probes.py --data-root ../shared/data --steps 600 --seeds 0 1 --jobs 2
+    python benchmarks/collapse_probes.py --variants shipped cos8 --report-only
+
+Writes benchmarks/results/collapse_probes.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+# name -> (config overrides on top of open-f8, what it tests)
+VARIANTS: dict[str, tuple[list[str], str]] = {
+    "shipped": ([], "round-2 recipe: Euclidean lookup in 64 dims, straight-through, commitment 0.25"),
+    "euc8": (["model.codebook_dim=8"], "Euclidean lookup in 8 dims"),
+    "cos8": (["model.codebook_dim=8", "codebook.cosine=true"], "cosine lookup in 8 dims (ViT-VQGAN-style factorised codes)"),
+    "rotation": (["loss.quantizer_gradient=rotation"], "the rotation trick instead of the straight-through estimator"),
+    "no-quantizer": (["loss.quantizer_gradient=none"], "control: the decoder reads the unquantized latent (a plain autoencoder)"),
+}
+
+
+def run_dir(root: Path, variant: str, seed: int) -> Path:
+    return root / f"{variant}_seed{seed}"
+
+
+def train(variant: str, seed: int, args: argparse.Namespace) -> Path:
+    out = run_dir(args.runs, variant, seed)
+    overrides, _ = VARIANTS[variant]
+    cmd = [sys.executable, "-m", "vqct_tokenizer", "train", "--config", args.config, "--resume",
+           f"data.train={args.data_root / 'open' / 'train.txt'}", f"optim.steps={args.steps}", f"run.seed={seed}",
+           "run.threads=1", f"run.out_dir={out}", f"run.ckpt_every={min(args.steps, 500)}", f"run.image_every={args.steps}",
+           *overrides]
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "train.log", "a") as log:
+        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return out
+
+
+def measure(out: Path, args: argparse.Namespace) -> dict:
+    cached = out / "probe.json"
+    if cached.is_file() and json.loads(cached.read_text()).get("steps") == args.steps:
+        return json.loads(cached.read_text())
+    from vqct_tokenizer.evaluation.evaluate import evaluate, list_images
+    from vqct_tokenizer.evaluation.geometry import pc_truncation_psnr
+    from vqct_tokenizer.evaluation.plain_inputs import score_plain_inputs
+    from vqct_tokenizer.training.checkpoint import find_latest
+    from vqct_tokenizer.training.export import tokenizer_from_checkpoint
+
+    torch.set_num_threads(1)
+    ckpt = find_latest(out)
+    tok = tokenizer_from_checkpoint(ckpt, resolution=256)
+    test = args.data_root / "open" / "test.txt"
+    report = evaluate(tok, test, resolution=256, limit=args.test_images, compute_fd=False, external=False,
+                      progress=False, batch_size=8)
+    photos = torch.stack([tok.preprocess(str(p))[0][0] for p in list_images(test, 8)])
+    with torch.no_grad():
+        truncation = pc_truncation_psnr(tok.model, tok.config, photos, ks=(1, 2, 4))
+    result = {
+        "steps": args.steps, "checkpoint": ckpt.name,
+        "psnr": report["metrics"]["psnr"], "ssim": report["metrics"]["ssim"],
+        "usage": {g: v["used_percent"] for g, v in report["usage"]["groups"].items()},
+        "geometry": report["latent_geometry"]["groups"],
+        "pc_truncation_psnr": truncation,
+        "plain": score_plain_inputs(tok),
+    }
+    cached.write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def run_one(variant: str, seed: int, args: argparse.Namespace) -> dict:
+    out = run_dir(args.runs, variant, seed)
+    if not args.report_only:
+        train(variant, seed, args)
+    return measure(out, args)
+
+
+def _mean_sd(values: list[float]) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def summarise(results: dict[str, dict[int, dict]]) -> str:
+    plain_names = ["flat-red", "flat-green", "flat-blue", "flat-teal", "gradient", "colour-ramp", "checkerboard"]
+    head = ("| variant | seeds | latent PR adj / noun | top share adj / noun | PSNR / SSIM | top-2 PCs − full (dB) | "
+            "usage adj / noun % | min plain | " + " | ".join(plain_names) + " |")
+    lines = [head, "|" + "---|" * (8 + len(plain_names))]
+    for variant, by_seed in results.items():
+        runs = list(by_seed.values())
+        g = lambda grp, key: [r["geometry"][grp][key] for r in runs]  # noqa: E731
+        row = [variant, ",".join(map(str, by_seed)),
+               f"{_mean_sd(g('adjective', 'latent_pr'))} / {_mean_sd(g('noun', 'latent_pr'))}",
+               f"{_mean_sd(g('adjective', 'latent_top_share'))} / {_mean_sd(g('noun', 'latent_top_share'))}",
+               f"{_mean_sd([r['psnr'] for r in runs])} / {_mean_sd([r['ssim'] for r in runs])}",
+               _mean_sd([r["pc_truncation_psnr"]["top2"] - r["pc_truncation_psnr"]["full"] for r in runs]),
+               f"{_mean_sd([r['usage']['adjective'] for r in runs])} / {_mean_sd([r['usage']['noun'] for r in runs])}",
+               _mean_sd([min(r["plain"].values()) for r in runs]),
+               *(_mean_sd([r["plain"][n] for r in runs]) for n in plain_names)]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-root", type=Path, default=Path(os.environ.get("VQCT_DATA", "../shared/data")))
+    p.add_argument("--runs", type=Path, default=ROOT / "runs" / "collapse")
+    p.add_argument("--config", default="open-f8")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--test-images", type=int, default=50)
+    p.add_argument("--jobs", type=int, default=2, help="runs trained at once (one thread each)")
+    p.add_argument("--report-only", action="store_true", help="measure finished runs, train nothing")
+    p.add_argument("--out", type=Path, default=RESULTS / "collapse_probes")
+    args = p.parse_args()
+
+    jobs = [(v, s) for v in args.variants for s in args.seeds]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        done = list(pool.map(lambda vs: (vs, run_one(*vs, args)), jobs))
+    results: dict[str, dict[int, dict]] = {}
+    previous = json.loads(args.out.with_suffix(".json").read_text()) if args.out.with_suffix(".json").is_file() else {}
+    for variant, by_seed in previous.get("runs", {}).items():  # keep variants measured by earlier invocations
+        if previous.get("steps") == args.steps:
+            results[variant] = {int(s): r for s, r in by_seed.items()}
+    for (variant, seed), r in done:
+        results.setdefault(variant, {})[seed] = r
+    payload = {"what": __doc__.split("\n\n")[0], "steps": args.steps, "config": args.config,
+               "variants": {v: {"overrides": VARIANTS[v][0], "tests": VARIANTS[v][1]} for v in results if v in VARIANTS},
+               "runs": results}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n")
+    table = summarise(results)
+    args.out.with_suffix(".md").write_text(
+        f"# Latent-collapse probes ({args.steps} steps of {args.config}, batch 8, 64² crops)\n\n"
+        f"Command: `python benchmarks/collapse_probes.py --data-root ../shared/data --steps {args.steps}`\n\n"
+        + "\n".join(f"- `{v}`: {VARIANTS[v][1]} ({' '.join(VARIANTS[v][0]) or 'no overrides'})" for v in results if v in VARIANTS)
+        + "\n\n" + table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""Plain test images: flat colours, gradients, a colour ramp and a checkerboard.
+
+A tokenizer that passes only brightness through its tokens fails these at once (issue 20: the
+round-2 default gave flat green back at 10 dB). Used by ``benchmarks/plain_inputs.py``, the
+collapse probes and ``tests/test_pretrained.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+FLAT_COLOURS: dict[str, tuple[int, int, int]] = {
+    "black": (0, 0, 0), "white": (255, 255, 255), "grey": (128, 128, 128),
+    "red": (220, 30, 30), "green": (40, 180, 60), "blue": (30, 60, 200),
+    "teal": (0, 128, 128), "olive": (128, 128, 0), "yellow": (240, 220, 40), "magenta": (200, 40, 200),
+}
+
+
+def plain_images(size: int = 256) -> dict[str, np.ndarray]:
+    """{name: uint8 (size, size, 3)}: the flat colours, a linear gradient (R left to right, G top to
+    bottom, B constant), a hue ramp (the HSV wheel at full saturation and value, left to right) and a
+    black-and-white checkerboard of size/8-pixel squares."""
+    out = {f"flat-{name}": np.full((size, size, 3), rgb, dtype=np.uint8) for name, rgb in FLAT_COLOURS.items()}
+    ramp = np.linspace(0, 255, size)
+    out["gradient"] = np.stack([np.tile(ramp, (size, 1)), np.tile(ramp[:, None], (1, size)),
+                                np.full((size, size), 128.0)], axis=-1).round().astype(np.uint8)
+    out["colour-ramp"] = np.tile(_hue_row(size)[None], (size, 1, 1))
+    square = max(1, size // 8)
+    cells = (np.add.outer(np.arange(size) // square, np.arange(size) // square) % 2).astype(np.uint8) * 255
+    out["checkerboard"] = np.repeat(cells[:, :, None], 3, axis=2)
+    return out
+
+
+def _hue_row(size: int) -> np.ndarray:
+    """(size, 3) uint8: hue 0 -> 1 at saturation 1, value 1."""
+    h = np.linspace(0.0, 1.0, size, endpoint=False) * 6.0
+    x = 1.0 - np.abs(h % 2.0 - 1.0)
+    sector = h.astype(int)
+    zeros, ones = np.zeros(size), np.ones(size)
+    table = [(ones, x, zeros), (x, ones, zeros), (zeros, ones, x), (zeros, x, ones), (x, zeros, ones), (ones, zeros, x)]
+    rgb = np.zeros((size, 3))
+    for s, (r, g, b) in enumerate(table):
+        m = sector == s
+        rgb[m] = np.stack([r[m], g[m], b[m]], axis=1)
+    return (rgb * 255).round().astype(np.uint8)
+
+
+def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2) / 255.0 ** 2
+    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+def score_plain_inputs(tokenizer: Any, size: int = 256) -> dict[str, float]:
+    """{name: PSNR (dB)} of native-size reconstructions from tokens, rounded to 0.01 dB."""
+    out = {}
+    for name, image in plain_images(size).items():
+        recon = tokenizer.reconstruct(image, resize=False, output_type="np")
+        out[name] = round(psnr_uint8(image, recon), 2)
+    return out
+
+
+__all__ = ["FLAT_COLOURS", "plain_images", "psnr_uint8", "score_plain_inputs"]
