@@ -41,6 +41,8 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     "shipped": ([], "round-2 recipe: Euclidean lookup in 64 dims, straight-through, commitment 0.25"),
     "euc8": (["model.codebook_dim=8"], "Euclidean lookup in 8 dims"),
     "cos8": (["model.codebook_dim=8", "codebook.cosine=true"], "cosine lookup in 8 dims (ViT-VQGAN-style factorised codes)"),
+    "cos16": (["model.codebook_dim=16", "codebook.cosine=true"], "cosine lookup in 16 dims"),
+    "cos32": (["model.codebook_dim=32", "codebook.cosine=true"], "cosine lookup in 32 dims"),
     "rotation": (["loss.quantizer_gradient=rotation"], "the rotation trick instead of the straight-through estimator"),
     "no-quantizer": (["loss.quantizer_gradient=none"], "control: the decoder reads the unquantized latent (a plain autoencoder)"),
 }

@@ -53,7 +53,13 @@ DEFAULTS: dict[str, Any] = {
         "disc_start": 10000, "disc_weight": 0.8, "disc_layers": 3, "disc_channels": 64,
     },
     "data": {"train": None, "crop": "resize", "scale": [0.33, 1.0], "flip": True, "workers": 2},
-    "optim": {"batch_size": 8, "lr": 7.2e-5, "betas": [0.5, 0.9], "steps": 100000, "grad_clip": 0.0},
+    "optim": {
+        "batch_size": 8, "lr": 7.2e-5, "betas": [0.5, 0.9], "steps": 100000, "grad_clip": 0.0,
+        # linear warm-up, then constant or cosine decay to min_lr_ratio * lr at optim.steps (schedule.py)
+        "warmup_steps": 0, "schedule": "constant", "min_lr_ratio": 0.1,
+        # exponential moving average of the weights, exported instead of the raw weights; 0 = off
+        "ema_decay": 0.0,
+    },
     "run": {
         "out_dir": "runs/vqct", "seed": 0, "precision": "auto", "threads": 0, "channels_last": True,
         "ckpt_every": 1000, "keep": 3, "log_every": 50, "image_every": 1000, "usage_window": 50,
@@ -171,6 +177,7 @@ def validate(cfg: dict[str, Any]) -> None:
         "loss.perceptual": (loss["perceptual"], ("effnet", "lpips-vgg", "none")),
         "loss.quantizer_gradient": (loss["quantizer_gradient"], ("ste", "rotation", "none")),
         "run.precision": (run["precision"], ("auto", "fp32", "bf16", "fp16")),
+        "optim.schedule": (cfg["optim"]["schedule"], ("constant", "cosine")),
     }
     for name, (value, allowed) in choices.items():
         if value not in allowed:
@@ -180,6 +187,10 @@ def validate(cfg: dict[str, Any]) -> None:
     _validate_learned_options(cb)
     if cfg["optim"]["batch_size"] < 1 or cfg["optim"]["steps"] < 0:
         raise ValueError("optim.batch_size must be >= 1 and optim.steps >= 0")
+    if not 0.0 <= float(cfg["optim"]["ema_decay"]) < 1.0:
+        raise ValueError(f"optim.ema_decay must be in [0, 1) (0 = off), got {cfg['optim']['ema_decay']!r}")
+    if int(cfg["optim"]["warmup_steps"]) < 0 or not 0.0 <= float(cfg["optim"]["min_lr_ratio"]) <= 1.0:
+        raise ValueError("optim.warmup_steps must be >= 0 and optim.min_lr_ratio in [0, 1]")
 
 
 def _validate_learned_options(cb: dict[str, Any]) -> None:

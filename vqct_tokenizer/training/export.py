@@ -30,7 +30,8 @@ def _model_from_state(state: dict[str, Any], path: Path) -> VQCTTrainModel:
     validate(cfg)
     kept_prior = (path if path.is_dir() else path.parent) / "prior"
     model = build_model(cfg, prior_dir=kept_prior if kept_prior.is_dir() else None)
-    model.load_state_dict(state["model"])
+    # a run with optim.ema_decay exports its moving average of the weights, the better model
+    model.load_state_dict(state["model_ema"]["shadow"] if "model_ema" in state else state["model"])
     return model.eval()
 
 

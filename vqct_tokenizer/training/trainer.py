@@ -46,6 +46,7 @@ from .learned_codebook import LEARNED_OPTION_DEFAULTS
 from .losses import adaptive_weight, hinge_d_loss, reconstruction_loss
 from .model import build_model, resolve_prior_dir
 from .perceptual import build_perceptual
+from .schedule import WeightEMA, learning_rate, set_learning_rate
 
 
 def setup_distributed() -> tuple[int, int, int, torch.device]:
@@ -91,6 +92,7 @@ def train(cfg: dict[str, Any], resume: bool = False, max_steps: int | None = Non
     opt_g = torch.optim.Adam(model.parameters(), lr=optim_cfg["lr"], betas=tuple(optim_cfg["betas"]))
     opt_d = torch.optim.Adam(disc.parameters(), lr=optim_cfg["lr"], betas=tuple(optim_cfg["betas"]))
 
+    ema = WeightEMA(model, float(optim_cfg["ema_decay"])) if optim_cfg["ema_decay"] else None
     precision = resolve_precision(run["precision"], device)
     memory_format = torch.channels_last if run["channels_last"] else torch.contiguous_format
     for net in (model, disc, perceptual):
@@ -121,6 +123,8 @@ def train(cfg: dict[str, Any], resume: bool = False, max_steps: int | None = Non
             opt_g.load_state_dict(state["opt_g"])
             opt_d.load_state_dict(state["opt_d"])
             scaler.load_state_dict(state["scaler"])
+            if ema is not None and "model_ema" in state:
+                ema.load_state_dict(state["model_ema"])
             step = int(state["step"])
             torch.set_rng_state(state["rng"]["torch"])
             if device.type == "cuda" and state["rng"].get("cuda") is not None:
@@ -170,6 +174,9 @@ def train(cfg: dict[str, Any], resume: bool = False, max_steps: int | None = Non
                 break
             x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
             gan_on = step >= loss_cfg["disc_start"] and loss_cfg["disc_weight"] > 0
+            lr = learning_rate(step, optim_cfg)
+            set_learning_rate(opt_g, lr)
+            set_learning_rate(opt_d, lr)
 
             # ---------------- generator step: autoencoder + codebook transfer
             with autocast():
@@ -197,6 +204,8 @@ def train(cfg: dict[str, Any], resume: bool = False, max_steps: int | None = Non
             # dead-code restarts. Only learned codebooks with those options have the hook.
             if hasattr(model.codebook_source, "after_step"):
                 model.codebook_source.after_step(fwd.latent, fwd.ids)
+            if ema is not None:
+                ema.update(model)
 
             # ---------------- discriminator step
             d_loss = rec_loss.new_zeros(())
@@ -224,7 +233,7 @@ def train(cfg: dict[str, Any], resume: bool = False, max_steps: int | None = Non
                 stats = {"step": step, "epoch": epoch, "loss": loss.item(), "rec": rec_loss.item(),
                          "perceptual": float(p_loss.detach()), "codebook": fwd.codebook_loss.item(),
                          "commitment": fwd.commitment_loss.item(), "g": float(g_loss.detach()), "d": float(d_loss.detach()),
-                         "d_weight": float(d_weight.detach()), "img_per_s": imgs_since / (now - t_last), **usage.summary(),
+                         "d_weight": float(d_weight.detach()), "lr": lr, "img_per_s": imgs_since / (now - t_last), **usage.summary(),
                          **_geometry_stats(geometry.compute())}
                 t_last, imgs_since = now, 0
                 geometry = LatentGeometry(model.config, max_cells=4096, per_batch=256)
@@ -241,6 +250,7 @@ def train(cfg: dict[str, Any], resume: bool = False, max_steps: int | None = Non
                         "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "scaler": scaler.state_dict(),
                         "step": step, "epoch": epoch, "config": cfg,
                         "rng": _rng_state(device),
+                        **({"model_ema": ema.state_dict()} if ema is not None else {}),
                     }, keep=run["keep"])
                 if world > 1:
                     dist.barrier()
