@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -138,13 +139,43 @@ def test_native_encode_decodes_to_the_original_sizes(model_dir, images, tmp_path
     assert [Image.open(tmp_path / "out" / f"img{i}.png").size for i in range(3)] == [(48, 40), (48, 40), (53, 37)]
 
 
-def test_decode_with_another_model_is_refused(model_dir, images, tmp_path, capsys):
+def test_decode_with_another_model_names_what_differs_and_what_to_do(tok, model_dir, images, tmp_path, capsys):
     vqct("encode", images[0], "-o", tmp_path / "t.pt", "--model", model_dir)
     other = tmp_path / "other"
     make_tokenizer(k_adjectives=3).save_pretrained(other)
     assert vqct("decode", tmp_path / "t.pt", "-o", tmp_path / "o.png", "--model", other) == 2
     err = error_of(capsys)
-    assert "config hash" in err and f"--model {model_dir}" in err
+    other_hash = make_tokenizer(k_adjectives=3).config.architecture_hash()
+    assert f"encoded by model {str(model_dir)!r} (config hash {tok.config.architecture_hash()})" in err
+    assert f"the model it is decoded with, {str(other)!r}, has config hash {other_hash}" in err
+    # both configs are on this machine: the fields that differ, then the two ways out
+    assert "They differ in k_adjectives 2 vs 3 (file's model vs this one)" in err
+    assert f"Decode with the model that wrote it (--model {model_dir}), or re-encode the images with {str(other)!r}" in err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_decode_with_another_model_that_is_not_here_compares_layouts(model_dir, images, tmp_path, capsys):
+    writer = tmp_path / "writer"
+    make_tokenizer(k_adjectives=3).save_pretrained(writer)
+    vqct("encode", images[0], "-o", tmp_path / "t.json", "--model", writer)
+    shutil.rmtree(writer)
+    assert vqct("decode", tmp_path / "t.json", "-o", tmp_path / "o.png", "--model", model_dir) == 2
+    err = error_of(capsys)
+    assert "Their token layouts differ in tokens_per_cell 4 vs 3" in err and "adjective k 3 vs 2" in err
+    assert f"(--model {writer})" in err and "re-encode the images" in err
+
+
+def test_decode_when_the_recorded_model_has_changed_since(model_dir, images, tmp_path, capsys):
+    folder = tmp_path / "m"
+    make_tokenizer().save_pretrained(folder)
+    vqct("encode", images[0], "-o", tmp_path / "t.pt", "--model", folder)
+    make_tokenizer(k_adjectives=3).save_pretrained(folder)  # retrained and exported over the same folder
+    assert vqct("decode", tmp_path / "t.pt", "-o", tmp_path / "o.png") == 2
+    err = error_of(capsys)
+    old, new = make_tokenizer().config.architecture_hash(), make_tokenizer(k_adjectives=3).config.architecture_hash()
+    assert f"{str(folder)!r} has changed since the file was written" in err
+    assert f"(config hash {old})" in err and f"has config hash {new}" in err
+    assert "Decode with the version of the model that wrote it" in err and "--model" not in err.split("written.")[1]
 
 
 def test_decode_refuses_an_unknown_image_suffix(model_dir, images, tmp_path, capsys):
@@ -172,6 +203,12 @@ def _bad_token_file(kind: str, tmp_path: Path) -> Path:
     elif kind == "plain-pickle.pt":
         path = tmp_path / "t.pt"
         path.write_bytes(pickle.dumps({"tokens": _Booby(tmp_path / "pwned")}))
+    elif kind == "state-dict.pt":
+        path = tmp_path / "t.pt"
+        torch.save({"weight": torch.zeros(2), "bias": torch.zeros(1)}, path)
+    elif kind == "binary.json":
+        path = tmp_path / "t.json"
+        path.write_bytes(b"\xff\xfe\x00garbage")
     elif kind == "garbage.npy":
         path = tmp_path / "t.npy"
         path.write_bytes(b"\x93NUMPY" + os.urandom(50))
@@ -202,15 +239,20 @@ def _bad_token_file(kind: str, tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+NOT_OURS = "is not a token file written by vqct-tokenizer"
+
+
 @pytest.mark.parametrize("kind, message", [
-    ("garbage.pt", "not a readable .pt"),
-    ("pickle.pt", "not a readable .pt"),
-    ("plain-pickle.pt", "not a readable .pt"),
-    ("garbage.npy", "not a readable .npy"),
-    ("object.npy", "not a readable .npy"),
+    ("garbage.pt", f"{NOT_OURS}: it is not a PyTorch file (corrupt, truncated"),
+    ("pickle.pt", f"{NOT_OURS}: it holds pickled Python objects (io.open), which are never unpickled"),
+    ("plain-pickle.pt", f"{NOT_OURS}: it is not a PyTorch file"),
+    ("state-dict.pt", "not a token file written by vqct-tokenizer (it has no 'tokens' entry, or another 'format': "
+                      "its keys are 'weight', 'bias')"),
+    ("garbage.npy", f"{NOT_OURS}: it is not a NumPy .npy array"),
+    ("object.npy", f"{NOT_OURS}: it holds pickled Python objects, which are never unpickled"),
     ("float.npy", "integers"),
-    ("truncated.json", "not a readable .json"),
+    ("truncated.json", f"{NOT_OURS}: it is not valid JSON (Expecting value at line 1, column 40)"),
+    ("binary.json", f"{NOT_OURS}: it is not UTF-8 text"),
     ("no-tokens.json", "'tokens'"),
     ("ragged.json", "rectangular"),
     ("sizes.json", "positive integers"),
@@ -221,7 +263,9 @@ def test_decode_bad_token_files(model_dir, tmp_path, capsys, kind, message):
     path = _bad_token_file(kind, tmp_path)
     assert vqct("decode", path, "-o", tmp_path / "o.png", "--model", model_dir) == 2
     err = error_of(capsys)
-    assert message in err and "Traceback" not in err
+    assert err.startswith("vqct decode: error:") and message in err and "Traceback" not in err
+    # none of the parsers' own advice, which is wrong for a file that is not ours
+    assert not any(s in err for s in ("weights_only", "allow_pickle", "file an issue", "Warning")), err
     assert not (tmp_path / "pwned").exists()
     assert not (tmp_path / "o.png").exists()
 
