@@ -8,6 +8,7 @@ import pickle
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -346,10 +347,30 @@ def test_token_file_that_contradicts_its_own_layout(tok, images, tmp_path, capsy
 
 
 # ---------------------------------------------------------------------------------------- reconstruct, describe
-def test_reconstruct(tok, model_dir, images, tmp_path):
-    assert vqct("reconstruct", images[0], "-o", tmp_path / "r.png", "--model", model_dir) == 0
-    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "r.png")),
-                                  np.asarray(tok.reconstruct(images[0])))
+def test_reconstruct_keeps_the_whole_image_by_default_and_says_so(tok, model_dir, images, tmp_path, capsys):
+    assert vqct("reconstruct", images[2], "-o", tmp_path / "r.png", "--model", model_dir) == 0
+    out = Image.open(tmp_path / "r.png")
+    assert out.size == (53, 37)  # the whole 53x37 image, not a 32x32 centre crop
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(tok.reconstruct(images[2], resize=False)))
+    assert capsys.readouterr().out == \
+        f"{images[2]}: 53x37, native (padded to 56x40), 10x14 cells -> wrote {tmp_path / 'r.png'} (53x37)\n"
+
+
+def test_reconstruct_resize_opts_into_the_models_resolution_and_says_so(tok, model_dir, images, tmp_path, capsys):
+    assert vqct("reconstruct", images[2], "-o", tmp_path / "r.png", "--resize", "--model", model_dir) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "r.png")), np.asarray(tok.reconstruct(images[2])))
+    assert capsys.readouterr().out == \
+        f"{images[2]}: 53x37 -> resized and centre-cropped to 32x32, 8x8 cells -> wrote {tmp_path / 'r.png'} (32x32)\n"
+
+
+def test_reconstruct_over_the_native_limit_also_offers_resize(model_dir, images, tmp_path, capsys, monkeypatch):
+    from vqct_tokenizer import VQCTTokenizer
+
+    monkeypatch.setattr(VQCTTokenizer, "max_native_pixels", 1000)  # the file is read, its 56x40 is refused
+    assert vqct("reconstruct", images[2], "-o", tmp_path / "r.png", "--model", model_dir) == 2
+    err = capsys.readouterr().err
+    assert "--max-pixels N; or rerun with --resize to reconstruct it at the model's 32x32" in err
+    assert "Traceback" not in err and not (tmp_path / "r.png").exists()
 
 
 @pytest.mark.parametrize("flag, size", [("--resize", (32 + 4 + 32, 32)), ("--native", (53 + 4 + 53, 37))])
@@ -367,7 +388,7 @@ def test_reconstruct_words_prints_the_grid_of_the_same_tokens(tok, model_dir, im
     out = capsys.readouterr().out.splitlines()
     grid = [line for line in out if "|" in line]
     cells = [cell.strip() for line in grid for cell in line.split("|")]
-    assert cells == [c for row in tok.describe(tok.encode(images[0])) for c in row]
+    assert cells == [c for row in tok.describe(tok.encode(images[0], resize=False)) for c in row]
     assert any("adjective adjective noun" in line for line in out)
 
 
@@ -376,21 +397,59 @@ def test_reconstruct_native_keeps_the_size(model_dir, images, tmp_path):
     assert Image.open(tmp_path / "r.jpg").size == (53, 37)
 
 
-def test_describe_prints_the_word_grid(tok, model_dir, images, capsys):
-    assert vqct("describe", images[0], "--model", model_dir) == 0
-    lines = capsys.readouterr().out.splitlines()
+@pytest.mark.parametrize("flag, line", [
+    ("--resize", "img2.png: 53x37 -> resized and centre-cropped to 32x32, 8x8 cells"),
+    ("--native", "img2.png: 53x37, native (padded to 56x40), 10x14 cells"),
+])
+def test_encode_says_what_it_did_to_each_image(model_dir, images, tmp_path, capsys, flag, line):
+    assert vqct("encode", images[0], images[2], "-o", tmp_path / "t.pt", flag, "--model", model_dir) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == str(tmp_path / line)
+    assert out[0].startswith(f"{images[0]}: 48x40") and out[2].startswith(f"wrote {tmp_path / 't.pt'}: 2 image(s)")
+
+
+def test_encode_of_an_image_at_the_models_size(model_dir, tmp_path, capsys):
+    Image.fromarray(random_rgb(32, 32)).save(tmp_path / "square.png")
+    assert vqct("encode", tmp_path / "square.png", "-o", tmp_path / "t.pt", "--model", model_dir) == 0
+    assert f"square.png: 32x32 -> already the model's 32x32, 8x8 cells" in capsys.readouterr().out
+
+
+def _top_words(tok, ids: torch.Tensor, top: int) -> str:
+    counts = sorted(Counter(ids.flatten().tolist()).items(), key=lambda c: (-c[1], c[0]))[:top]
+    return ", ".join(f"{tok.vocab[i]} {n}" for i, n in counts)
+
+
+def test_describe_prints_a_summary_by_default(tok, model_dir, images, capsys):
+    assert vqct("describe", images[2], "--model", model_dir, "--top", 3) == 0
+    tokens = tok.encode(images[2])
+    adjectives, nouns = tokens[..., :2], tokens[..., 2]
+    assert capsys.readouterr().out.splitlines() == [
+        f"{images[2]}: 53x37 -> resized and centre-cropped to 32x32, 8x8 cells",
+        f"  adjectives (128 ids, 2 per cell, {len(adjectives.unique())} distinct): {_top_words(tok, adjectives, 3)}",
+        f"  nouns (64 ids, {len(nouns.unique())} distinct): {_top_words(tok, nouns, 3)}",
+        "(the 3 most frequent words of each group, with how many times each occurs; --full prints the whole grid)",
+    ]
+
+
+def test_describe_full_prints_the_word_grid(tok, model_dir, images, capsys):
+    assert vqct("describe", images[0], "--full", "--model", model_dir) == 0
+    header, *lines = capsys.readouterr().out.splitlines()
+    assert header == f"==> {images[0]}: 48x40 -> resized and centre-cropped to 32x32, 8x8 cells, " \
+                     "each cell 'adjective adjective noun' <=="
     assert len(lines) == GRID[0]
     cells = [cell.strip() for line in lines for cell in line.split("|")]
-    assert len(cells) == GRID[0] * GRID[1]
     assert cells == [c for row in tok.describe(tok.encode(images[0])) for c in row]
     assert all(set(c.split()[:2]) <= set(ADJECTIVES) and c.split()[2] in NOUNS for c in cells)
 
 
-def test_describe_several_images_has_headers(model_dir, images, capsys):
-    assert vqct("describe", images[0], images[2], "--native", "--model", model_dir) == 0
+def test_describe_several_images(model_dir, images, capsys):
+    assert vqct("describe", images[0], images[2], "--native", "--full", "--model", model_dir) == 0
     out = capsys.readouterr().out
-    assert f"==> {images[0]} <==" in out and f"==> {images[2]} <==" in out
+    assert f"==> {images[0]}: 48x40, native, 10x12 cells" in out
+    assert f"==> {images[2]}: 53x37, native (padded to 56x40), 10x14 cells" in out
     assert len(out.strip().splitlines()) == 2 + 10 + 10 + 1  # headers, two 10-row grids, a blank line
+    assert vqct("describe", images[0], images[2], "--model", model_dir) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2 * 3 + 1 + 1  # two summaries, a blank line, the note
 
 
 # ---------------------------------------------------------------------------------------- model choice
