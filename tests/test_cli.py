@@ -1,10 +1,12 @@
-"""The ``vqct`` encode / decode / reconstruct / describe commands, run on the tiny temp model."""
+"""The ``vqct`` encode / decode / reconstruct / describe / models commands, run on the tiny temp model."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -495,3 +497,91 @@ def test_cli_tokens_commands_do_not_import_training_dependencies(model_dir, imag
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "HEAVY []"
+
+
+# ---------------------------------------------------------------------------------------- vqct models
+def _hub_cache(root: Path, repo_id: str, folder: Path) -> int:
+    """``folder`` laid out as huggingface_hub caches a download of ``repo_id``; returns the bytes stored."""
+    repo = root / f"models--{repo_id.replace('/', '--')}"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    for f in folder.iterdir():
+        blob = repo / "blobs" / hashlib.sha256(f.read_bytes()).hexdigest()
+        blob.write_bytes(f.read_bytes())
+        (snapshot / f.name).symlink_to(os.path.relpath(blob, snapshot))
+    return sum(f.stat().st_size for f in folder.iterdir())
+
+
+def _no_network(monkeypatch):
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise OSError("network access in an offline test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def _model_rows(out: str) -> dict[str, list[str]]:
+    """`vqct models` rows by model name, split into columns (two or more spaces apart)."""
+    lines = out.splitlines()[1:-1]
+    return {row[0].removesuffix(" (default)"): row for row in (re.split(r"\s{2,}", line) for line in lines)}
+
+
+def test_models_lists_shipped_models_with_their_size_layout_and_card_figures(capsys, monkeypatch, tmp_path):
+    from vqct_tokenizer.config import VQCTConfig
+    from vqct_tokenizer.defaults import DEFAULT_MODEL, find_shipped, shipped_names
+
+    _no_network(monkeypatch)
+    assert vqct("models", "--cache-dir", tmp_path / "empty") == 0
+    rows = _model_rows(capsys.readouterr().out)
+    assert sorted(rows) == shipped_names() and next(iter(rows)) == DEFAULT_MODEL
+    for name, row in rows.items():
+        folder = find_shipped(name)
+        config = VQCTConfig.load(folder / "config.json")
+        size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+        layout = (f"1 code (N={config.num_codes})" if config.quantizer == "vq" else
+                  f"{config.k_adjectives} adjectives + 1 noun (A={config.num_adjectives}, N={config.num_nouns})")
+        assert row[1:6] == ["shipped", f"{size / 1e6:.1f} MB", str(config.downsample_factor),
+                            str(config.resolution), layout]
+        assert re.fullmatch(r"PSNR \d+\.\d\d dB, SSIM \d\.\d{4} \(.+\)", row[6]), row  # every card has a table
+
+
+def test_models_takes_the_figures_of_the_models_own_column(tmp_path):
+    from vqct_tokenizer.cli.models import card_headline
+
+    card = tmp_path / "README.md"
+    card.write_text("# m\n\n## Results\n\n| metric | other | my-model (this model) |\n|---|---|---|\n"
+                    "| PSNR (dB) | 19.00 | 21.25 |\n| SSIM | 0.4000 | 0.6125 |\n\n"
+                    "| metric (faces, 64²) | my-model |\n|---|---|\n| PSNR (dB) | 1.00 |\n")
+    assert card_headline(card, "owner/my-model") == "PSNR 21.25 dB, SSIM 0.6125 (Results)"
+    card.write_text("| metric (faces, 64², N = 10) | my-model |\n|---|---|\n| PSNR (dB) | 18.5 |\n| SSIM | n/a |\n")
+    assert card_headline(card, "my-model") == "PSNR 18.5 dB (faces, 64², N = 10)"
+    card.write_text("no table here\n")
+    assert card_headline(card, "my-model") is None
+    assert card_headline(tmp_path / "missing.md", "my-model") is None
+
+
+def test_models_lists_vqct_models_in_the_hub_cache_offline(model_dir, tmp_path, capsys, monkeypatch):
+    from vqct_tokenizer import VQCTTokenizer
+
+    _no_network(monkeypatch)
+    cache = tmp_path / "hub"
+    stored = _hub_cache(cache, "someone/tiny-vqct", model_dir)
+    text_encoder = tmp_path / "bert"
+    text_encoder.mkdir()
+    (text_encoder / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 8}))
+    (text_encoder / "model.safetensors").write_bytes(b"not read")
+    _hub_cache(cache, "someone/bert", text_encoder)  # not a VQCT tokenizer: left out
+    assert vqct("models", "--cache-dir", cache) == 0
+    rows = _model_rows(capsys.readouterr().out)
+    assert "someone/bert" not in rows
+    assert rows["someone/tiny-vqct"] == ["someone/tiny-vqct", "hub cache", f"{stored / 1e6:.1f} MB", "4", "32",
+                                         "2 adjectives + 1 noun (A=12, N=20)", "-"]
+    # and the name it lists is one --model loads, from the cache alone
+    tok = VQCTTokenizer.from_pretrained("someone/tiny-vqct", cache_dir=cache, local_files_only=True)
+    assert tok.config.num_nouns == len(NOUNS)

@@ -76,23 +76,23 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
                                + (" (default)" if native_default else ""))
         parser.set_defaults(resize=not native_default)
         parser.add_argument("--max-pixels", type=_positive_int, default=None, metavar="N",
-                            help=f"largest image file to read, in pixels (default: PIL's {_pil_limit()}), and at "
+                            help=f"largest image file to read, in pixels (default: PIL's {pil_limit_text()}), and at "
                                  "native size the largest to encode after padding (default: "
-                                 f"{_pixels(DEFAULT_MAX_NATIVE_PIXELS)}); bounds memory and time on untrusted input")
+                                 f"{pixels_text(DEFAULT_MAX_NATIVE_PIXELS)}); bounds memory and time on untrusted input")
     else:
         parser.add_argument("--max-cells", type=_positive_int, default=None, metavar="N",
                             help="largest token grid to decode, in cells h*w (default: the native-size pixel limit "
-                                 f"of encode, {_pixels(DEFAULT_MAX_NATIVE_PIXELS)}, divided by f**2); bounds memory "
+                                 f"of encode, {pixels_text(DEFAULT_MAX_NATIVE_PIXELS)}, divided by f**2); bounds memory "
                                  "and time on untrusted input")
 
 
-def _pil_limit() -> str:
+def pil_limit_text() -> str:
     from PIL import Image
 
     return str(Image.MAX_IMAGE_PIXELS)
 
 
-def _pixels(n: int) -> str:
+def pixels_text(n: int) -> str:
     """A pixel count as help text: "4194304 = 2048x2048" when it is a square."""
     import math
 
