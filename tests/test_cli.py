@@ -218,6 +218,9 @@ def _bad_token_file(kind: str, tmp_path: Path) -> Path:
     elif kind == "object.npy":
         path = tmp_path / "t.npy"
         np.save(path, np.array([_Booby(tmp_path / "pwned")], dtype=object), allow_pickle=True)
+    elif kind == "text.npy":
+        path = tmp_path / "t.npy"
+        path.write_text("hello")
     elif kind == "float.npy":
         path = tmp_path / "t.npy"
         np.save(path, np.zeros((1, *GRID), dtype=np.float32))
@@ -253,6 +256,7 @@ NOT_OURS = "is not a token file written by vqct-tokenizer"
                       "its keys are 'weight', 'bias')"),
     ("garbage.npy", f"{NOT_OURS}: it is not a NumPy .npy array"),
     ("object.npy", f"{NOT_OURS}: it holds pickled Python objects, which are never unpickled"),
+    ("text.npy", f"{NOT_OURS}: it is not a NumPy .npy array"),
     ("float.npy", "integers"),
     ("truncated.json", f"{NOT_OURS}: it is not valid JSON (Expecting value at line 1, column 40)"),
     ("binary.json", f"{NOT_OURS}: it is not UTF-8 text"),

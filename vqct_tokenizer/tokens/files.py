@@ -192,7 +192,8 @@ def _unreadable_reason(suffix: str, e: Exception) -> str:
             return "it is not UTF-8 text"
         return f"it could not be read ({type(e).__name__})"
     found = re.search(r"GLOBAL (\S+) was not an allowed global", text)  # torch: a pickled class or function
-    if found or (suffix == ".npy" and "pickle" in text):  # numpy: an object array
+    # numpy: an object array in a real .npy file (it calls any other file "pickled data": not so here)
+    if found or (suffix == ".npy" and "Object arrays" in text):
         what = f" ({found.group(1)})" if found else ""
         return (f"it holds pickled Python objects{what}, which are never unpickled here; a token file holds "
                 "only integer arrays, lists, strings and numbers")
