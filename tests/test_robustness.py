@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import shutil
 import signal
 import struct
@@ -848,3 +849,46 @@ def test_decode_with_a_recorded_model_that_is_gone(model, tmp_path, capsys):
     assert vqct("decode", tmp_path / "t.pt", "-o", tmp_path / "o.png") == 2
     err = one_line_error(capsys, "decode")
     assert f"the model recorded in {tmp_path / 't.pt'}; pass --model" in err
+
+
+# ---------------------------------------------------------------------------------------- help texts
+def help_text(capsys, command: str) -> str:
+    with pytest.raises(SystemExit) as info:
+        vqct(command, "--help")
+    assert info.value.code == 0
+    return " ".join(capsys.readouterr().out.split())  # argparse wraps lines anywhere
+
+
+def test_encode_dataset_help_and_behaviour_agree_on_precision(model, tmp_path, capsys):
+    text = help_text(capsys, "encode-dataset")
+    assert "Recorded in settings.json: resuming with another precision is refused" in text
+    assert "Not recorded" not in text
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(2):
+        random_image(16, 16).save(folder / f"img{i}.png")
+    run = ["encode-dataset", folder, "-o", tmp_path / "out", "--model", model, "--workers", 0, "--no-progress"]
+    assert vqct(*run, "--precision", "fp32") == 0
+    assert json.loads((tmp_path / "out" / "settings.json").read_text())["precision"] == "fp32"
+    capsys.readouterr()
+    assert vqct(*run, "--precision", "bf16") == 2
+    err = one_line_error(capsys, "encode-dataset")
+    assert "precision='fp32'" in err and "rerun with the same --precision" in err
+
+
+@pytest.mark.parametrize("command, default", [("encode", "--resize"), ("describe", "--resize"),
+                                              ("reconstruct", "--native"), ("encode-dataset", None)])
+def test_help_states_the_defaults_the_commands_use(command, default, capsys):
+    from vqct_tokenizer.cli import build_parser
+    from vqct_tokenizer.tokenizer import DEFAULT_MAX_NATIVE_PIXELS
+
+    text = help_text(capsys, command)
+    assert f"(default: PIL's {Image.MAX_IMAGE_PIXELS})" in text
+    assert f"(default: {DEFAULT_MAX_NATIVE_PIXELS} = " in text
+    if default is None:
+        return
+    output = [] if command == "describe" else ["-o", "x.png"]
+    args = build_parser(command).parse_args([command, "img.png", *output])
+    assert args.resize is (default == "--resize")
+    marked = re.findall(r"(--resize|--native) [^-]*?\(default\)", text)
+    assert marked == [default], text

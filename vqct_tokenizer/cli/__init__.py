@@ -14,8 +14,9 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "encode": ("tokens", "encode images to token grids (.npy, .pt or .json)"),
     "decode": ("tokens", "decode a token file to image(s)"),
-    "reconstruct": ("tokens", "encode then decode an image; optionally save it beside the original"),
-    "describe": ("tokens", "print the word grid of an image"),
+    "reconstruct": ("tokens", "encode then decode an image at its own size; optionally save it beside the original"),
+    "describe": ("tokens", "summarise the words of an image's tokens (--full: the whole word grid)"),
+    "models": ("models", "list the shipped models and those in the Hugging Face cache, with size, f and layout"),
     "build-codebook": ("build_codebook", "mine captions and embed words into a codebook prior"),
     "train": ("train", "train a VQCT model (or a baseline) from a config"),
     "export": ("export", "export a training checkpoint to a slim tokenizer folder"),

@@ -13,6 +13,8 @@ from pathlib import Path
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     from ..defaults import DEFAULT_MODEL
+    from ..tokenizer import DEFAULT_MAX_NATIVE_PIXELS
+    from .tokens import pil_limit_text, pixels_text
 
     parser.add_argument("source", metavar="DIR_OR_LIST",
                         help="a folder of images (searched recursively) or a text file of image paths, "
@@ -27,13 +29,15 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
                              "float32, channels-last, torch.compile (each new batch shape compiles first, tens of "
                              "seconds on a CPU); 99.97%% of tokens identical to fp32 with vqct-faces64. bf16: "
                              "bfloat16 encoder trunk, fastest; 95%% identical with vqct-faces64, 99.7%% with "
-                             "vqgan-faces64. Nearest-code distances are "
-                             "float32 in all three. Not recorded in settings.json: keep it when resuming")
+                             "vqgan-faces64. Nearest-code distances are float32 in all three. Recorded in "
+                             "settings.json: resuming with another precision is refused")
     parser.add_argument("--shard-size", type=int, default=1024,
-                        help="images per shard file; keep it when resuming (default: 1024)")
+                        help="images per shard file (default: 1024); recorded in settings.json: resuming with "
+                             "another shard size is refused")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--resolution", type=int, default=None,
-                      help="resize and crop to this size instead of the model's config.json resolution")
+                      help="resize to this size (as the model's config.json resize_mode says: a centre crop for "
+                           "the shipped models) instead of its config.json resolution")
     size.add_argument("--native", action="store_true",
                       help="keep each image's own size (padded to a multiple of the downsampling factor)")
     parser.add_argument("--device", default="auto",
@@ -41,9 +45,9 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
                              "cuda:LOCAL_RANK under torchrun, else cpu)")
     parser.add_argument("--workers", type=int, default=2, help="image-decoding worker processes (default: 2)")
     parser.add_argument("--max-pixels", type=int, default=None, metavar="N",
-                        help="largest image to read, in pixels (default: PIL's 89478485), and with --native the "
-                             "largest to encode after padding (default: 4194304 = 2048x2048); larger images are "
-                             "listed as failures")
+                        help=f"largest image file to read, in pixels (default: PIL's {pil_limit_text()}), and with "
+                             f"--native the largest to encode after padding (default: {pixels_text(DEFAULT_MAX_NATIVE_PIXELS)}"
+                             "); larger images are listed as failures")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
 
 

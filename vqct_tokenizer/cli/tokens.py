@@ -5,6 +5,12 @@
 .npy: the bare int64 array). Every file is written atomically. On untrusted input the work per
 image is bounded: ``--max-pixels`` (encode, reconstruct, describe) and ``--max-cells`` (decode)
 raise the bounds, and the errors name them.
+
+Each command says what it did to every image: kept at its native size (and padded to a multiple of
+f), or resized to the model's resolution (and how: centre crop, stretch or white padding). Defaults:
+``reconstruct`` keeps the native size, since a user reconstructing a photo expects the whole photo
+back at its size; ``encode`` and ``describe`` resize, so that every image of a token file has the
+same grid (what models trained on the tokens expect) and ``describe`` shows what ``encode`` writes.
 """
 
 from __future__ import annotations
@@ -42,31 +48,56 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--words", action="store_true", help="also print each image's word grid")
     elif name == "describe":
         parser.add_argument("images", nargs="+", metavar="IMG", help="image files to describe")
+        parser.add_argument("--full", action="store_true",
+                            help="print the whole word grid, one row per line, instead of the summary")
+        parser.add_argument("--top", type=_positive_int, default=8, metavar="N",
+                            help="the summary lists the N most frequent words of each group (default: 8)")
     else:
         raise ValueError(f"vqct_tokenizer.cli.tokens has no command {name!r}")
 
     if name == "decode":  # a token file records its model: decode with that one unless told otherwise
         parser.add_argument("--model", default=None,
                             help="tokenizer folder, shipped model name or Hub repo id (default: the model recorded "
-                                 f"in a .pt/.json token file, else {DEFAULT_MODEL})")
+                                 f"in a .pt/.json token file, else {DEFAULT_MODEL}; `vqct models` lists them)")
     else:
         parser.add_argument("--model", default=DEFAULT_MODEL,
-                            help=f"tokenizer folder, shipped model name or Hub repo id (default: {DEFAULT_MODEL})")
+                            help=f"tokenizer folder, shipped model name or Hub repo id (default: {DEFAULT_MODEL}; "
+                                 "`vqct models` lists them)")
     parser.add_argument("--device", default="auto", help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")
     if name != "decode":
+        native_default = name == "reconstruct"
         size = parser.add_mutually_exclusive_group()
-        size.add_argument("--resize", dest="resize", action="store_true", default=True,
-                          help="resize and center-crop to the model's resolution, as set in its config.json (default)")
+        size.add_argument("--resize", dest="resize", action="store_true",
+                          help="resize to the model's resolution as its config.json's resize_mode says (a centre "
+                               "crop for the shipped models)" + ("" if native_default else " (default)"))
         size.add_argument("--native", dest="resize", action="store_false",
-                          help="keep each image's own size (padded to a multiple of the downsampling factor)")
+                          help="keep each image's own size, padded to a multiple of the downsampling factor f"
+                               + ("; decode crops back" if name == "encode" else "")
+                               + (" (default)" if native_default else ""))
+        parser.set_defaults(resize=not native_default)
         parser.add_argument("--max-pixels", type=_positive_int, default=None, metavar="N",
-                            help="largest image to read, in pixels (default: PIL's 89478485), and at --native the "
-                                 f"largest to encode after padding (default: {DEFAULT_MAX_NATIVE_PIXELS} = 2048x2048); "
-                                 "bounds memory and time on untrusted input")
+                            help=f"largest image file to read, in pixels (default: PIL's {pil_limit_text()}), and at "
+                                 "native size the largest to encode after padding (default: "
+                                 f"{pixels_text(DEFAULT_MAX_NATIVE_PIXELS)}); bounds memory and time on untrusted input")
     else:
         parser.add_argument("--max-cells", type=_positive_int, default=None, metavar="N",
-                            help="largest token grid to decode, in cells h*w (default: 2048*2048 pixels' worth, "
-                                 "i.e. 2048*2048 / f**2); bounds memory and time on untrusted input")
+                            help="largest token grid to decode, in cells h*w (default: the native-size pixel limit "
+                                 f"of encode, {pixels_text(DEFAULT_MAX_NATIVE_PIXELS)}, divided by f**2); bounds memory "
+                                 "and time on untrusted input")
+
+
+def pil_limit_text() -> str:
+    from PIL import Image
+
+    return str(Image.MAX_IMAGE_PIXELS)
+
+
+def pixels_text(n: int) -> str:
+    """A pixel count as help text: "4194304 = 2048x2048" when it is a square."""
+    import math
+
+    side = math.isqrt(n)
+    return f"{n} = {side}x{side}" if side * side == n else str(n)
 
 
 def _positive_int(text: str) -> int:
@@ -101,6 +132,8 @@ def run_encode(args: argparse.Namespace) -> int:
     tokens, sizes = tok.encode(paths, resize=args.resize, return_image_sizes=True)
     grids = list(tokens) if isinstance(tokens, list) else list(tokens.unbind(0))
     write_token_file(args.output, encoded_tokens(tok, grids, paths, sizes, resized=args.resize))
+    for path, size, grid in zip(paths, sizes, grids):
+        print(what_was_done(tok, path, size, args.resize, grid.shape))
     shapes = sorted({tuple(g.shape) for g in grids})
     print(f"wrote {args.output}: {len(grids)} image(s), token grid {' / '.join(str(s) for s in shapes)}")
     return 0
@@ -141,18 +174,30 @@ def run_reconstruct(args: argparse.Namespace) -> int:
             image = load_image(path)
         else:  # check here, where the file name is known (encode sees a PIL image)
             image = load_image(path, *native_file_limit(tok.max_native_pixels))
-            check_native_size(image.height, image.width, tok.downsample_factor, tok.max_native_pixels, str(path))
+            _check_native_size(tok, image, str(path))
         tokens, size = tok.encode(image, resize=args.resize, return_image_sizes=True)
         out = tok.decode(tokens, image_size=None if args.resize else size)
         if args.side_by_side:
             out = side_by_side([model_view(tok, image, resize=args.resize), out])
         save_image(out, target)
+        print(f"{what_was_done(tok, path, size, args.resize, tokens.shape)} -> wrote {target} "
+              f"({out.width}x{out.height}{', original and reconstruction side by side' if args.side_by_side else ''})")
         if args.words:
             grid = tok.describe(tokens)
             print(f"==> {path}: {len(grid)}x{len(grid[0])} cells, each '{_cell_legend(tok)}' <==")
             print(tok.format_grid(grid))
-    print(f"wrote {len(targets)} image(s): {', '.join(str(t) for t in targets)}")
     return 0
+
+
+def _check_native_size(tok, image, name: str) -> None:
+    """The native-size limit, with the other way out that reconstruct has: the model's resolution."""
+    from ..errors import PixelLimitError
+
+    try:
+        check_native_size(image.height, image.width, tok.downsample_factor, tok.max_native_pixels, name)
+    except PixelLimitError as e:
+        r = tok.config.resolution
+        raise ValueError(f"{e.cli_message()}; or rerun with --resize to reconstruct it at the model's {r}x{r}") from e
 
 
 def _cell_legend(tok) -> str:
@@ -162,11 +207,60 @@ def _cell_legend(tok) -> str:
 def run_describe(args: argparse.Namespace) -> int:
     tok = load_tokenizer(args.model, args.device, max_pixels=args.max_pixels)
     for i, path in enumerate(args.images):
-        grid = tok.describe(tok.encode(str(path), resize=args.resize))
-        if len(args.images) > 1:
-            print(("\n" if i else "") + f"==> {path} <==")
-        print(tok.format_grid(grid))
+        tokens, size = tok.encode(str(path), resize=args.resize, return_image_sizes=True)
+        done = what_was_done(tok, path, size, args.resize, tokens.shape)
+        if i:
+            print()
+        if args.full:
+            print(f"==> {done}, each cell '{_cell_legend(tok)}' <==")
+            print(tok.format_grid(tok.describe(tokens)))
+        else:
+            print(done)
+            for line in word_counts(tok, tokens, args.top):
+                print("  " + line)
+    if not args.full:
+        print(f"(the {args.top} most frequent words of each group, with how many times each occurs; "
+              "--full prints the whole grid)")
     return 0
+
+
+# ---------------------------------------------------------------------------------------- reports
+RESIZED = {"center_crop": "resized and centre-cropped", "resize": "stretched", "pad": "resized and padded with white"}
+
+
+def what_was_done(tok, name, size: tuple[int, int], resize: bool, grid_shape) -> str:
+    """One line on what encoding did to an image of ``size`` (H, W), e.g.
+    "cat.jpg: 451x300, native (padded to 456x304), 38x57 cells" (cells: rows x columns)."""
+    h, w = size
+    cells = f"{grid_shape[0]}x{grid_shape[1]} cells"
+    if not resize:
+        f = tok.downsample_factor
+        ph, pw = -(-h // f) * f, -(-w // f) * f
+        padded = f" (padded to {pw}x{ph})" if (ph, pw) != (h, w) else ""
+        return f"{name}: {w}x{h}, native{padded}, {cells}"
+    r = tok.config.resolution
+    if (h, w) == (r, r):
+        how = "already the model's"
+    else:
+        how = "resized to" if h == w else f"{RESIZED[tok.config.resize_mode]} to"
+    return f"{name}: {w}x{h} -> {how} {r}x{r}, {cells}"
+
+
+def word_counts(tok, tokens, top: int) -> list[str]:
+    """Per group of the grid (adjectives, nouns; codes for a plain VQ model): how many ids, how many
+    distinct, and the ``top`` most frequent words with their counts."""
+    import torch
+
+    grid = tokens.reshape(-1, tokens.shape[-1]).cpu()
+    lines, col = [], 0
+    for group in tok.config.groups:
+        ids, counts = torch.unique(grid[:, col:col + group.k], return_counts=True)
+        col += group.k
+        order = sorted(zip(counts.tolist(), ids.tolist()), key=lambda c: (-c[0], c[1]))[:top]
+        words = ", ".join(f"{tok.vocab[i]} {n}" for n, i in order)
+        per_cell = f", {group.k} per cell" if group.k > 1 else ""
+        lines.append(f"{group.name}s ({int(counts.sum())} ids{per_cell}, {len(ids)} distinct): {words}")
+    return lines
 
 
 # ---------------------------------------------------------------------------------------- model

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,10 +153,15 @@ def read_token_file(path: str | os.PathLike) -> StoredTokens:
     suffix = token_suffix(path)
     if not path.is_file():
         raise FileNotFoundError(f"token file not found: {path}")
+    loader = {".npy": _load_npy, ".pt": _load_pt, ".json": _load_json}[suffix]
     try:
-        raw = {".npy": _load_npy, ".pt": _load_pt, ".json": _load_json}[suffix](path)
+        raw = loader(path)
+    except PermissionError:
+        raise
     except Exception as e:  # every parser fails its own way on a corrupt file
-        raise TokenError(f"{path} is not a readable {suffix} token file ({type(e).__name__}: {e})") from e
+        # in our words: the parsers' own messages advise unsafe loading (weights_only=False,
+        # allow_pickle=True) or filing an issue upstream, which is wrong for a file that is simply not ours
+        raise TokenError(f"{path} is not a token file written by vqct-tokenizer: {_unreadable_reason(suffix, e)}") from e
     try:
         return parse_token_data(raw)
     except TokenError as e:
@@ -166,11 +173,32 @@ def _load_npy(path: Path) -> Any:
 
 
 def _load_pt(path: Path) -> Any:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    with warnings.catch_warnings():  # torch warns about pickle protocols of files it then refuses anyway
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _load_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _unreadable_reason(suffix: str, e: Exception) -> str:
+    """Why a file could not be parsed, in a few words of our own."""
+    text = str(e)
+    if suffix == ".json":
+        if isinstance(e, json.JSONDecodeError):
+            return f"it is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})"
+        if isinstance(e, UnicodeDecodeError):
+            return "it is not UTF-8 text"
+        return f"it could not be read ({type(e).__name__})"
+    found = re.search(r"GLOBAL (\S+) was not an allowed global", text)  # torch: a pickled class or function
+    # numpy: an object array in a real .npy file (it calls any other file "pickled data": not so here)
+    if found or (suffix == ".npy" and "Object arrays" in text):
+        what = f" ({found.group(1)})" if found else ""
+        return (f"it holds pickled Python objects{what}, which are never unpickled here; a token file holds "
+                "only integer arrays, lists, strings and numbers")
+    kind = "a PyTorch file" if suffix == ".pt" else "a NumPy .npy array"
+    return f"it is not {kind} (corrupt, truncated, or another kind of file)"
 
 
 def parse_token_data(raw: Any) -> StoredTokens:
@@ -178,7 +206,9 @@ def parse_token_data(raw: Any) -> StoredTokens:
     if not isinstance(raw, dict):
         return StoredTokens(grids=split_grids(raw))
     if raw.get("format", FORMAT_NAME) != FORMAT_NAME or "tokens" not in raw:
-        raise TokenError(f"not a {FORMAT_NAME} file (expected a 'tokens' entry)")
+        keys = ", ".join(repr(k) for k in list(raw)[:5]) + (", ..." if len(raw) > 5 else "")
+        raise TokenError(f"not a token file written by vqct-tokenizer (it has no 'tokens' entry, or another "
+                         f"'format': its keys are {keys or 'none'})")
     version = raw.get("version", FORMAT_VERSION)
     if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= FORMAT_VERSION:
         raise TokenError(f"token file version {version!r} is not one this vqct-tokenizer reads "
@@ -277,15 +307,62 @@ def check_same_model(stored: StoredTokens, tok, source: str | os.PathLike) -> No
     recorded layout (slots, groups and id ranges, vocabulary, downsampling factor)."""
     cfg = tok.config
     if stored.config_hash is not None and stored.config_hash != cfg.architecture_hash():
-        raise ValueError(f"{source} was encoded by model {stored.model!r} (config hash {stored.config_hash}), but the "
-                         f"loaded model {tok.name_or_path!r} has config hash {cfg.architecture_hash()}; "
-                         f"decode with --model {stored.model}")
+        raise ValueError(_hash_mismatch(stored, tok, source))
     if isinstance(stored.layout, dict):  # a hand-made or edited file may have a layout and no hash
         differ = layout_differences(stored.layout, cfg.token_layout())
         if differ:
             raise ValueError(f"{source}: its token layout disagrees with model {tok.name_or_path!r} in "
                              f"{'; '.join(differ)} (file vs model); decode with the model that encoded it"
                              + (f" (--model {stored.model})" if stored.model else ""))
+
+
+def _hash_mismatch(stored: StoredTokens, tok, source: str | os.PathLike) -> str:
+    """What differs between the model that wrote ``stored`` and ``tok``, and what to do about it."""
+    recorded, given = stored.model, str(tok.name_or_path)
+    message = (f"{source} was encoded by model {recorded!r} (config hash {stored.config_hash}), but the model "
+               f"it is decoded with, {given!r}, has config hash {tok.config.architecture_hash()}")
+    if recorded is not None and _same_model_name(recorded, given):
+        return (f"{message}: {given!r} has changed since the file was written. Decode with the version of the "
+                f"model that wrote it (config hash {stored.config_hash}), or re-encode the images with the current "
+                f"{given!r}")
+    written_by = _local_config(recorded)
+    if written_by is not None and written_by.architecture_hash() == stored.config_hash:
+        differ = _config_differences(written_by, tok.config)
+        message += f". They differ in {'; '.join(differ)} (file's model vs this one)" if differ else ""
+    elif isinstance(stored.layout, dict):
+        differ = layout_differences(stored.layout, tok.config.token_layout())
+        message += (f". Their token layouts differ in {'; '.join(differ)} (file vs this model)" if differ else
+                     ". Their token layouts agree, but the networks differ, so the same ids decode to other images")
+    if recorded is None:
+        return f"{message}. Decode with the model that wrote it, or re-encode the images with {given!r}"
+    return f"{message}. Decode with the model that wrote it (--model {recorded}), or re-encode the images with {given!r}"
+
+
+def _same_model_name(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    pa, pb = Path(a), Path(b)
+    return pa.is_dir() and pb.is_dir() and pa.resolve() == pb.resolve()
+
+
+def _local_config(model: str | None):
+    """The config of a model named in a token file, when it is on this machine (shipped, a folder, or in
+    the Hub cache); never downloads. None when it cannot be found or read."""
+    if not model:
+        return None
+    from ..config import CONFIG_NAME, VQCTConfig
+    from ..model_files import resolve_model_dir
+
+    try:
+        return VQCTConfig.load(resolve_model_dir(model, local_files_only=True) / CONFIG_NAME)
+    except (OSError, ValueError):
+        return None
+
+
+def _config_differences(a, b) -> list[str]:
+    """Architecture fields (not provenance) that differ between two configs, as "field a vs b"."""
+    da, db = a.to_dict(), b.to_dict()
+    return [f"{key} {da[key]!r} vs {db[key]!r}" for key in da if key != "extra" and da[key] != db[key]]
 
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "TOKEN_SUFFIXES", "StoredTokens", "check_same_model", "encoded_tokens",
