@@ -115,7 +115,7 @@ def _mean_sd(values: list[float]) -> str:
 
 def summarise(results: dict[str, dict[int, dict]]) -> str:
     plain_names = ["flat-red", "flat-green", "flat-blue", "flat-teal", "gradient", "colour-ramp", "checkerboard"]
-    head = ("| variant | seeds | latent PR adj / noun | top share adj / noun | PSNR / SSIM | top-2 PCs − full (dB) | "
+    head = ("| variant | seeds | latent PR adj / noun | top share adj / noun | PSNR / SSIM | full − top-2 PCs (dB) | "
             "usage adj / noun % | min plain | " + " | ".join(plain_names) + " |")
     lines = [head, "|" + "---|" * (8 + len(plain_names))]
     for variant, by_seed in results.items():
@@ -125,7 +125,7 @@ def summarise(results: dict[str, dict[int, dict]]) -> str:
                f"{_mean_sd(g('adjective', 'latent_pr'))} / {_mean_sd(g('noun', 'latent_pr'))}",
                f"{_mean_sd(g('adjective', 'latent_top_share'))} / {_mean_sd(g('noun', 'latent_top_share'))}",
                f"{_mean_sd([r['psnr'] for r in runs])} / {_mean_sd([r['ssim'] for r in runs])}",
-               _mean_sd([r["pc_truncation_psnr"]["top2"] - r["pc_truncation_psnr"]["full"] for r in runs]),
+               _mean_sd([r["pc_truncation_psnr"]["full"] - r["pc_truncation_psnr"]["top2"] for r in runs]),
                f"{_mean_sd([r['usage']['adjective'] for r in runs])} / {_mean_sd([r['usage']['noun'] for r in runs])}",
                _mean_sd([min(r["plain"].values()) for r in runs]),
                *(_mean_sd([r["plain"][n] for r in runs]) for n in plain_names)]
@@ -137,7 +137,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-root", type=Path, default=Path(os.environ.get("VQCT_DATA", "../shared/data")))
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "collapse")
-    p.add_argument("--config", default="open-f8")
+    p.add_argument("--config", default="open-f8-r2", help="the base recipe the variants change (default: round 2's, frozen)")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--steps", type=int, default=600)
