@@ -27,11 +27,13 @@ import random
 import shutil
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
@@ -62,6 +64,51 @@ def setup_distributed() -> tuple[int, int, int, torch.device]:
     return rank, world, local, device
 
 
+@dataclass
+class _Run:
+    """Everything one training process holds: the models, their optimizers and the run's settings."""
+    cfg: dict[str, Any]
+    out: Path
+    rank: int
+    world: int
+    device: torch.device
+    model: nn.Module              # VQCTTrainModel
+    disc: nn.Module               # PatchDiscriminator
+    perceptual: nn.Module | None
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    ema: WeightEMA | None
+    precision: str
+    memory_format: torch.memory_format
+    ddp_model: nn.Module = field(init=False)
+    ddp_disc: nn.Module = field(init=False)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def autocast(self) -> Any:
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        return torch.autocast(self.device.type, dtype=dtype) if dtype else nullcontext()
+
+    def wrap_ddp(self) -> None:
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        self.ddp_model = DDP(self.model, device_ids=ids) if self.world > 1 else self.model
+        self.ddp_disc = DDP(self.disc, device_ids=ids) if self.world > 1 else self.disc
+
+
+@dataclass
+class _StepResult:
+    fwd: Any                      # ForwardOutput of the generator step
+    loss: torch.Tensor
+    rec_loss: torch.Tensor
+    p_loss: torch.Tensor
+    g_loss: torch.Tensor
+    d_weight: torch.Tensor
+    d_loss: torch.Tensor
+
+
 def train(cfg: dict[str, Any], resume: bool = False, max_steps: int | None = None,
           max_minutes: float | None = None) -> Path:
     """Run (or continue) the training described by ``cfg``; returns the output folder.
@@ -70,193 +117,240 @@ def train(cfg: dict[str, Any], resume: bool = False, max_steps: int | None = Non
     time-boxed sessions use it. ``max_minutes`` stops it after that much wall time (counted from the
     first step, on rank 0's clock), with a checkpoint at the step where it stops; ``--resume`` continues.
     """
-    run, optim_cfg, loss_cfg = cfg["run"], cfg["optim"], cfg["loss"]
-    rank, world, _, device = setup_distributed()
-    is_main = rank == 0
-    out = Path(run["out_dir"])
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
-    if run["threads"]:
-        torch.set_num_threads(int(run["threads"]))
-    if optim_cfg["batch_size"] % world:
-        raise ValueError(f"optim.batch_size {optim_cfg['batch_size']} does not split evenly over {world} ranks")
-    local_batch = optim_cfg["batch_size"] // world
+    run_cfg, optim_cfg = cfg["run"], cfg["optim"]
+    r = _build_run(cfg)
+    dataset, sampler, local_batch, steps_per_epoch = _build_data(cfg, r)
+    step = _resume(r) if resume else 0
+    r.wrap_ddp()
+    if r.is_main:
+        (r.out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+        _print_header(r, len(dataset), step)
 
-    # ------------------------------------------------------------------ seed, models, optimizers
-    torch.manual_seed(run["seed"])
-    random.seed(run["seed"])
-    model = build_model(cfg, prior_dir=_keep_prior_copy(cfg, out, is_main, world)).to(device)
-    disc = PatchDiscriminator(3, loss_cfg["disc_channels"], loss_cfg["disc_layers"]).to(device)
-    perceptual = build_perceptual(loss_cfg["perceptual"])
-    perceptual = perceptual.to(device) if perceptual is not None else None
-    opt_g = torch.optim.Adam(model.parameters(), lr=optim_cfg["lr"], betas=tuple(optim_cfg["betas"]))
-    opt_d = torch.optim.Adam(disc.parameters(), lr=optim_cfg["lr"], betas=tuple(optim_cfg["betas"]))
-
-    ema = WeightEMA(model, float(optim_cfg["ema_decay"])) if optim_cfg["ema_decay"] else None
-    precision = resolve_precision(run["precision"], device)
-    memory_format = torch.channels_last if run["channels_last"] else torch.contiguous_format
-    for net in (model, disc, perceptual):
-        if net is not None:
-            net.to(memory_format=memory_format)
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-
-    def autocast():
-        return torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
-
-    # ------------------------------------------------------------------ data
-    dataset = ImageDataset(cfg["data"]["train"], cfg["model"]["resolution"], cfg["data"]["crop"], cfg["data"]["flip"],
-                           tuple(cfg["data"]["scale"]))
-    sampler = ResumableSampler(len(dataset), run["seed"], rank, world)
-    steps_per_epoch = sampler.per_rank // local_batch  # drop the ragged last batch
-    if steps_per_epoch == 0:
-        raise ValueError(f"{len(dataset)} images is fewer than one batch of {optim_cfg['batch_size']}")
-
-    # ------------------------------------------------------------------ resume
-    step = 0
-    if resume:
-        latest = find_latest(out)
-        if latest is not None:
-            state = load_checkpoint(latest, map_location=device)
-            model.load_state_dict(state["model"])
-            disc.load_state_dict(state["discriminator"])
-            opt_g.load_state_dict(state["opt_g"])
-            opt_d.load_state_dict(state["opt_d"])
-            scaler.load_state_dict(state["scaler"])
-            if ema is not None and "model_ema" in state:
-                ema.load_state_dict(state["model_ema"])
-            step = int(state["step"])
-            torch.set_rng_state(state["rng"]["torch"])
-            if device.type == "cuda" and state["rng"].get("cuda") is not None:
-                torch.cuda.set_rng_state(state["rng"]["cuda"])
-            version, internal, gauss = state["rng"]["python"]
-            random.setstate((version, tuple(internal), gauss))
-            if is_main:
-                print(f"resumed {latest} at step {step}")
-                _truncate_metrics(out / "metrics.jsonl", step)
-        elif is_main:
-            print(f"no checkpoint in {out}; starting from scratch")
-
-    ddp_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
-    ddp_disc = DDP(disc, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else disc
-    last_layer = model.autoencoder.decoder.last_layer
-
-    if is_main:
-        (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-        n_params = sum(p.numel() for p in model.parameters())
-        print(f"vqct train: {out} | device {device} x{world} | torch threads {torch.get_num_threads()} | "
-              f"precision {precision} | channels_last {bool(run['channels_last'])} | batch {optim_cfg['batch_size']} | "
-              f"{len(dataset)} images, crop {cfg['data']['crop']} {cfg['model']['resolution']}px | "
-              f"{n_params / 1e6:.2f} M trainable | codebook {cfg['codebook']['quantizer']}/{cfg['codebook']['source']}"
-              f"/{cfg['codebook']['transfer']}{_learned_options(cfg['codebook'])} | "
-              f"step {step} of {int(optim_cfg['steps'])}", flush=True)
-    log = _Logger(out, is_main)
-    usage = UsageWindow(model.config, run["usage_window"])
-    geometry = LatentGeometry(model.config, max_cells=4096, per_batch=256)  # the log window's latents
+    log = _Logger(r.out, r.is_main)
+    usage = UsageWindow(r.model.config, run_cfg["usage_window"])
+    geometry = _window_geometry(r)
     total_steps = int(optim_cfg["steps"]) if max_steps is None else min(int(optim_cfg["steps"]), step + int(max_steps))
-
-    bar = progress_bar(total_steps, "train", enabled=is_main, initial=step)
+    bar = progress_bar(total_steps, "train", enabled=r.is_main, initial=step)
     deadline = None if max_minutes is None else time.perf_counter() + 60.0 * float(max_minutes)
     t_last, imgs_since = time.perf_counter(), 0
-    model.train()
-    disc.train()
+    r.model.train()
+    r.disc.train()
     while step < total_steps:
         epoch, start = divmod(step, steps_per_epoch)
-        sampler.set_position(epoch, start * local_batch)
-        loader = DataLoader(dataset, batch_size=local_batch, sampler=sampler, drop_last=True,
-                            num_workers=int(cfg["data"]["workers"]), persistent_workers=False,
-                            pin_memory=device.type == "cuda",
-                            # its own generator: creating a loader must not consume the global RNG,
-                            # or a run resumed mid-epoch would draw different dropout masks
-                            generator=torch.Generator().manual_seed(run["seed"] + epoch))
-        for x in loader:
+        for x in _epoch_loader(dataset, sampler, local_batch, epoch, start, r):
             if step >= total_steps or step // steps_per_epoch != epoch:
                 break
-            x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-            gan_on = step >= loss_cfg["disc_start"] and loss_cfg["disc_weight"] > 0
+            x = x.to(r.device, non_blocking=True).contiguous(memory_format=r.memory_format)
             lr = learning_rate(step, optim_cfg)
-            set_learning_rate(opt_g, lr)
-            set_learning_rate(opt_d, lr)
+            set_learning_rate(r.opt_g, lr)
+            set_learning_rate(r.opt_d, lr)
+            gan_on = step >= cfg["loss"]["disc_start"] and cfg["loss"]["disc_weight"] > 0
 
-            # ---------------- generator step: autoencoder + codebook transfer
-            with autocast():
-                fwd = ddp_model(x)
-                rec = fwd.reconstruction
-                rec_loss = reconstruction_loss(x.float(), rec.float(), loss_cfg["recon"])
-                p_loss = perceptual(x, rec) if perceptual is not None else rec_loss.new_zeros(())
-                nll = rec_loss + loss_cfg["perceptual_weight"] * p_loss
-                if gan_on:
-                    # the discriminator judges but is not trained here: detached parameters
-                    d_params = {k: v.detach() for k, v in disc.named_parameters()}
-                    g_loss = -torch.func.functional_call(disc, d_params, (rec,)).float().mean()
-                    d_weight = adaptive_weight(nll, g_loss, last_layer) * loss_cfg["disc_weight"]
-                else:
-                    g_loss = d_weight = rec_loss.new_zeros(())
-                loss = nll + d_weight * g_loss + loss_cfg["codebook_weight"] * fwd.q_loss
-            opt_g.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if optim_cfg["grad_clip"]:
-                scaler.unscale_(opt_g)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), optim_cfg["grad_clip"])
-            scaler.step(opt_g)
-
-            # ---------------- codebook upkeep outside the gradient (learned_codebook.py): EMA codes,
-            # dead-code restarts. Only learned codebooks with those options have the hook.
-            if hasattr(model.codebook_source, "after_step"):
-                model.codebook_source.after_step(fwd.latent, fwd.ids)
-            if ema is not None:
-                ema.update(model)
-
-            # ---------------- discriminator step
-            d_loss = rec_loss.new_zeros(())
-            if gan_on:
-                with autocast():
-                    logits_real = ddp_disc(x)
-                    logits_fake = ddp_disc(rec.detach())
-                    d_loss = hinge_d_loss(logits_real.float(), logits_fake.float())
-                opt_d.zero_grad(set_to_none=True)
-                scaler.scale(d_loss).backward()
-                scaler.step(opt_d)
-            scaler.update()
+            result = _generator_step(r, x, gan_on)
+            _codebook_upkeep(r, result.fwd)
+            result.d_loss = _discriminator_step(r, x, result.fwd.reconstruction, gan_on)
+            r.scaler.update()
 
             step += 1
-            if deadline is not None and _time_is_up(deadline, device, world):
+            if deadline is not None and _time_is_up(deadline, r.device, r.world):
                 total_steps = step  # the log, image and checkpoint below see the last step
-            imgs_since += x.shape[0] * world
-            usage.update(fwd.ids)
-            geometry.update(fwd.latent)
+            imgs_since += x.shape[0] * r.world
+            usage.update(result.fwd.ids)
+            geometry.update(result.fwd.latent)
             bar.update(1)
 
             # ---------------- logging, images, checkpoints (rank 0 writes)
-            if step % run["log_every"] == 0 or step == total_steps:
+            last = step == total_steps
+            if step % run_cfg["log_every"] == 0 or last:
                 now = time.perf_counter()
-                stats = {"step": step, "epoch": epoch, "loss": loss.item(), "rec": rec_loss.item(),
-                         "perceptual": float(p_loss.detach()), "codebook": fwd.codebook_loss.item(),
-                         "commitment": fwd.commitment_loss.item(), "g": float(g_loss.detach()), "d": float(d_loss.detach()),
-                         "d_weight": float(d_weight.detach()), "lr": lr, "img_per_s": imgs_since / (now - t_last), **usage.summary(),
+                stats = {"step": step, "epoch": epoch, **_loss_stats(result), "lr": lr,
+                         "img_per_s": imgs_since / (now - t_last), **usage.summary(),
                          **_geometry_stats(geometry.compute())}
-                t_last, imgs_since = now, 0
-                geometry = LatentGeometry(model.config, max_cells=4096, per_batch=256)
+                t_last, imgs_since, geometry = now, 0, _window_geometry(r)
                 log.write(stats)
-                _warn_if_collapsed(stats, is_main)
+                _warn_if_collapsed(stats, r.is_main)
                 bar.set_postfix(rec=f"{stats['rec']:.4f}", use_n=f"{stats.get('usage_noun', stats.get('usage_code', 0)):.2f}")
-            if is_main and run["image_every"] and (step % run["image_every"] == 0 or step == total_steps):
-                real, fake = (t[:8].detach().float().cpu().add(1).div(2) for t in (x, rec))  # [-1, 1] -> [0, 1]
-                save_recon_grid(real, fake, out / "images" / f"step_{step:08d}.png")
-            if run["ckpt_every"] and (step % run["ckpt_every"] == 0 or step == total_steps):
-                if is_main:
-                    save_checkpoint(out, step, {
-                        "model": model.state_dict(), "discriminator": disc.state_dict(),
-                        "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "scaler": scaler.state_dict(),
-                        "step": step, "epoch": epoch, "config": cfg,
-                        "rng": _rng_state(device),
-                        **({"model_ema": ema.state_dict()} if ema is not None else {}),
-                    }, keep=run["keep"])
-                if world > 1:
-                    dist.barrier()
+            if r.is_main and run_cfg["image_every"] and (step % run_cfg["image_every"] == 0 or last):
+                real, fake = (t[:8].detach().float().cpu().add(1).div(2) for t in (x, result.fwd.reconstruction))
+                save_recon_grid(real, fake, r.out / "images" / f"step_{step:08d}.png")
+            if run_cfg["ckpt_every"] and (step % run_cfg["ckpt_every"] == 0 or last):
+                _save(r, step, epoch)
     bar.close()
     log.close()
-    return out
+    return r.out
+
+
+# ---------------------------------------------------------------------------------- set-up
+def _build_run(cfg: dict[str, Any]) -> _Run:
+    """Process group, output folder, seeded models, optimizers, precision and memory format."""
+    run_cfg, optim_cfg, loss_cfg = cfg["run"], cfg["optim"], cfg["loss"]
+    rank, world, _, device = setup_distributed()
+    out = Path(run_cfg["out_dir"])
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    if run_cfg["threads"]:
+        torch.set_num_threads(int(run_cfg["threads"]))
+    if optim_cfg["batch_size"] % world:
+        raise ValueError(f"optim.batch_size {optim_cfg['batch_size']} does not split evenly over {world} ranks")
+
+    torch.manual_seed(run_cfg["seed"])
+    random.seed(run_cfg["seed"])
+    model = build_model(cfg, prior_dir=_keep_prior_copy(cfg, out, rank == 0, world)).to(device)
+    disc = PatchDiscriminator(3, loss_cfg["disc_channels"], loss_cfg["disc_layers"]).to(device)
+    perceptual = build_perceptual(loss_cfg["perceptual"])
+    perceptual = perceptual.to(device) if perceptual is not None else None
+    betas = tuple(optim_cfg["betas"])
+    opt_g = torch.optim.Adam(model.parameters(), lr=optim_cfg["lr"], betas=betas)
+    opt_d = torch.optim.Adam(disc.parameters(), lr=optim_cfg["lr"], betas=betas)
+    ema = WeightEMA(model, float(optim_cfg["ema_decay"])) if optim_cfg["ema_decay"] else None
+
+    precision = resolve_precision(run_cfg["precision"], device)
+    memory_format = torch.channels_last if run_cfg["channels_last"] else torch.contiguous_format
+    for net in (model, disc, perceptual):
+        if net is not None:
+            net.to(memory_format=memory_format)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    return _Run(cfg, out, rank, world, device, model, disc, perceptual, opt_g, opt_d, scaler, ema, precision,
+                memory_format)
+
+
+def _build_data(cfg: dict[str, Any], r: _Run) -> tuple[ImageDataset, ResumableSampler, int, int]:
+    """(dataset, sampler, batch per rank, steps per epoch); the ragged last batch is dropped."""
+    data = cfg["data"]
+    dataset = ImageDataset(data["train"], cfg["model"]["resolution"], data["crop"], data["flip"], tuple(data["scale"]))
+    sampler = ResumableSampler(len(dataset), cfg["run"]["seed"], r.rank, r.world)
+    local_batch = cfg["optim"]["batch_size"] // r.world
+    steps_per_epoch = sampler.per_rank // local_batch
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(dataset)} images is fewer than one batch of {cfg['optim']['batch_size']}")
+    return dataset, sampler, local_batch, steps_per_epoch
+
+
+def _epoch_loader(dataset: ImageDataset, sampler: ResumableSampler, local_batch: int, epoch: int, start: int,
+                  r: _Run) -> DataLoader:
+    """The batches of ``epoch`` from its ``start``-th step on."""
+    sampler.set_position(epoch, start * local_batch)
+    return DataLoader(dataset, batch_size=local_batch, sampler=sampler, drop_last=True,
+                      num_workers=int(r.cfg["data"]["workers"]), persistent_workers=False,
+                      pin_memory=r.device.type == "cuda",
+                      # its own generator: creating a loader must not consume the global RNG,
+                      # or a run resumed mid-epoch would draw different dropout masks
+                      generator=torch.Generator().manual_seed(r.cfg["run"]["seed"] + epoch))
+
+
+def _resume(r: _Run) -> int:
+    """Load the latest checkpoint of ``r.out`` (models, optimizers, scaler, EMA, RNG); returns its step."""
+    latest = find_latest(r.out)
+    if latest is None:
+        if r.is_main:
+            print(f"no checkpoint in {r.out}; starting from scratch")
+        return 0
+    state = load_checkpoint(latest, map_location=r.device)
+    r.model.load_state_dict(state["model"])
+    r.disc.load_state_dict(state["discriminator"])
+    r.opt_g.load_state_dict(state["opt_g"])
+    r.opt_d.load_state_dict(state["opt_d"])
+    r.scaler.load_state_dict(state["scaler"])
+    if r.ema is not None and "model_ema" in state:
+        r.ema.load_state_dict(state["model_ema"])
+    step = int(state["step"])
+    torch.set_rng_state(state["rng"]["torch"])
+    if r.device.type == "cuda" and state["rng"].get("cuda") is not None:
+        torch.cuda.set_rng_state(state["rng"]["cuda"])
+    version, internal, gauss = state["rng"]["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if r.is_main:
+        print(f"resumed {latest} at step {step}")
+        _truncate_metrics(r.out / "metrics.jsonl", step)
+    return step
+
+
+def _print_header(r: _Run, num_images: int, step: int) -> None:
+    cfg, cb = r.cfg, r.cfg["codebook"]
+    n_params = sum(p.numel() for p in r.model.parameters())
+    print(f"vqct train: {r.out} | device {r.device} x{r.world} | torch threads {torch.get_num_threads()} | "
+          f"precision {r.precision} | channels_last {bool(cfg['run']['channels_last'])} | "
+          f"batch {cfg['optim']['batch_size']} | {num_images} images, crop {cfg['data']['crop']} "
+          f"{cfg['model']['resolution']}px | {n_params / 1e6:.2f} M trainable | codebook {cb['quantizer']}/{cb['source']}"
+          f"/{cb['transfer']}{_learned_options(cb)}{' (cosine)' if cb.get('cosine') else ''} | "
+          f"step {step} of {int(cfg['optim']['steps'])}", flush=True)
+
+
+# ---------------------------------------------------------------------------------- one step
+def _generator_step(r: _Run, x: torch.Tensor, gan_on: bool) -> _StepResult:
+    """Autoencoder + codebook source: L1 (or L2) + perceptual + codebook/commitment (+ adaptive GAN)."""
+    loss_cfg, optim_cfg = r.cfg["loss"], r.cfg["optim"]
+    with r.autocast():
+        fwd = r.ddp_model(x)
+        rec = fwd.reconstruction
+        rec_loss = reconstruction_loss(x.float(), rec.float(), loss_cfg["recon"])
+        p_loss = r.perceptual(x, rec) if r.perceptual is not None else rec_loss.new_zeros(())
+        nll = rec_loss + loss_cfg["perceptual_weight"] * p_loss
+        if gan_on:
+            # the discriminator judges but is not trained here: detached parameters
+            d_params = {k: v.detach() for k, v in r.disc.named_parameters()}
+            g_loss = -torch.func.functional_call(r.disc, d_params, (rec,)).float().mean()
+            d_weight = adaptive_weight(nll, g_loss, r.model.autoencoder.decoder.last_layer) * loss_cfg["disc_weight"]
+        else:
+            g_loss = d_weight = rec_loss.new_zeros(())
+        loss = nll + d_weight * g_loss + loss_cfg["codebook_weight"] * fwd.q_loss
+    r.opt_g.zero_grad(set_to_none=True)
+    r.scaler.scale(loss).backward()
+    if optim_cfg["grad_clip"]:
+        r.scaler.unscale_(r.opt_g)
+        torch.nn.utils.clip_grad_norm_(r.model.parameters(), optim_cfg["grad_clip"])
+    r.scaler.step(r.opt_g)
+    return _StepResult(fwd, loss, rec_loss, p_loss, g_loss, d_weight, rec_loss.new_zeros(()))
+
+
+def _codebook_upkeep(r: _Run, fwd: Any) -> None:
+    """Updates outside the gradient: EMA codes and dead-code restarts of learned codebooks
+    (learned_codebook.py; only those with the options have the hook), then the weight EMA."""
+    if hasattr(r.model.codebook_source, "after_step"):
+        r.model.codebook_source.after_step(fwd.latent, fwd.ids)
+    if r.ema is not None:
+        r.ema.update(r.model)
+
+
+def _discriminator_step(r: _Run, x: torch.Tensor, rec: torch.Tensor, gan_on: bool) -> torch.Tensor:
+    """One hinge-loss step of the PatchGAN once the GAN is on; returns its loss (0 before)."""
+    if not gan_on:
+        return x.new_zeros((), dtype=torch.float32)
+    with r.autocast():
+        logits_real = r.ddp_disc(x)
+        logits_fake = r.ddp_disc(rec.detach())
+        d_loss = hinge_d_loss(logits_real.float(), logits_fake.float())
+    r.opt_d.zero_grad(set_to_none=True)
+    r.scaler.scale(d_loss).backward()
+    r.scaler.step(r.opt_d)
+    return d_loss
+
+
+# ---------------------------------------------------------------------------------- bookkeeping
+def _loss_stats(result: _StepResult) -> dict[str, float]:
+    fwd = result.fwd
+    return {"loss": result.loss.item(), "rec": result.rec_loss.item(), "perceptual": float(result.p_loss.detach()),
+            "codebook": fwd.codebook_loss.item(), "commitment": fwd.commitment_loss.item(),
+            "g": float(result.g_loss.detach()), "d": float(result.d_loss.detach()),
+            "d_weight": float(result.d_weight.detach())}
+
+
+def _window_geometry(r: _Run) -> LatentGeometry:
+    """A fresh sample of the log window's latents (at most 4,096 cells)."""
+    return LatentGeometry(r.model.config, max_cells=4096, per_batch=256)
+
+
+def _save(r: _Run, step: int, epoch: int) -> None:
+    """Everything needed to continue bit for bit; rank 0 writes, every rank waits."""
+    if r.is_main:
+        save_checkpoint(r.out, step, {
+            "model": r.model.state_dict(), "discriminator": r.disc.state_dict(),
+            "opt_g": r.opt_g.state_dict(), "opt_d": r.opt_d.state_dict(), "scaler": r.scaler.state_dict(),
+            "step": step, "epoch": epoch, "config": r.cfg, "rng": _rng_state(r.device),
+            **({"model_ema": r.ema.state_dict()} if r.ema is not None else {}),
+        }, keep=r.cfg["run"]["keep"])
+    if r.world > 1:
+        dist.barrier()
 
 
 def _time_is_up(deadline: float, device: torch.device, world: int) -> bool:
