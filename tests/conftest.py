@@ -124,7 +124,12 @@ def image_file(tmp_path) -> Path:
 # the NLTK data, and in a source checkout that has the shipped weights and prior), a test skipped
 # for a reason in this list fails instead, so a green CI run really exercised it.
 STRICT_SKIP_REASONS = ("NLTK data not found", "is not in this checkout", "not built yet",
-                       "whose weights are not", "CLI not importable")
+                       "whose weights are not", "CLI not importable", "open-domain photos not found")
+
+
+def shared_data_root() -> Path:
+    """Real data for the tests that need it: $VQCT_DATA, else ../shared/data beside the checkout."""
+    return Path(os.environ.get("VQCT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 @pytest.hookimpl(hookwrapper=True)
