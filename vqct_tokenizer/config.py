@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import ConfigError  # noqa: F401 - also importable from here, as before
+
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 VOCAB_NAME = "vocab.json"
@@ -24,10 +26,8 @@ QUANTIZERS = ("vqct", "vq")
 LEGACY_QUANTIZERS = {"dual": "vqct"}
 RESIZE_MODES = ("center_crop", "resize", "pad")
 RESAMPLES = ("bicubic", "bilinear", "lanczos", "nearest")
-
-
-class ConfigError(ValueError):
-    """A config.json that is missing fields, has unknown fields, or holds absurd values."""
+#: The axes of a token grid, as token layouts name them (see ``VQCTConfig.token_layout``).
+LAYOUT_AXES = ("row", "column", "slot")
 
 
 @dataclass(frozen=True)
@@ -124,10 +124,16 @@ class VQCTConfig:
     def token_layout(self, grid: tuple[int, int] | None = None) -> dict[str, Any]:
         """What a (h, w, k+1) token grid means: slots, groups and id ranges, vocabulary, ``grid``
         (rows, columns; None when sizes vary). Token files and tokenized datasets record exactly
-        this; see ``vqct_tokenizer.tokens.layout``."""
-        from .tokens.layout import token_layout
-
-        return token_layout(self, grid)
+        this; ``vqct_tokenizer.tokens.layout`` documents it and checks grids against it."""
+        return {
+            "axes": list(LAYOUT_AXES),
+            "groups": [{"name": g.name, "k": g.k, "id_range": [g.code_start, g.code_end]} for g in self.groups],
+            "slots": [g.name for g in self.groups for _ in range(g.k)],
+            "tokens_per_cell": self.tokens_per_cell,
+            "vocab_size": self.codebook_size,
+            "downsample_factor": self.downsample_factor,
+            "grid": [int(grid[0]), int(grid[1])] if grid is not None else None,
+        }
 
     @property
     def embed_channels(self) -> int:

@@ -1,6 +1,11 @@
-"""Errors a user can act on. All are ValueError subclasses so ``except ValueError`` catches bad input."""
+"""Errors a user can act on. All are ValueError subclasses so ``except ValueError`` catches bad input.
 
-from .config import ConfigError
+This module imports nothing from the package, so every module can import it.
+"""
+
+
+class ConfigError(ValueError):
+    """A config.json that is missing fields, has unknown fields, or holds absurd values."""
 
 
 class ImageError(ValueError):

@@ -10,7 +10,7 @@ one-to-one; only the attention projections change shape (our 1x1 convolutions ar
     from vqct_tokenizer.interop import to_diffusers_vqmodel
 
     tok = VQCTTokenizer.from_pretrained("vqct-faces64")
-    vq = to_diffusers_vqmodel(tok)                       # needs `pip install diffusers`
+    vq = to_diffusers_vqmodel(tok)                       # needs diffusers: pip install 'vqct-tokenizer[interop]'
     latent = vq.encode(x).latents                         # == tok.model.encode_latent(x)
     ids = tok.model.quantizer.encode(latent, tok.codebook)
     z_q = tok.model.quantizer.lookup(ids, tok.codebook)
@@ -163,7 +163,7 @@ def to_diffusers_vqmodel(tokenizer: Any) -> Any:
     try:
         from diffusers import VQModel
     except ImportError as e:
-        raise ImportError("to_diffusers_vqmodel needs diffusers: pip install diffusers") from e
+        raise ImportError("to_diffusers_vqmodel needs diffusers: pip install 'vqct-tokenizer[interop]'") from e
     config: VQCTConfig = tokenizer.config
     state = {k: v.detach() for k, v in tokenizer.model.state_dict().items()}
     mapped = diffusers_state_dict(state, config, tokenizer.codebook.detach())

@@ -17,7 +17,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from .config import CONFIG_NAME, VOCAB_NAME, WEIGHTS_NAME, ConfigError, VQCTConfig
-from .defaults import find_shipped, shipped_names
+from .defaults import find_shipped, not_installed_hint, shipped_names
 from .errors import WeightsError
 
 
@@ -142,6 +142,9 @@ def resolve_model_dir(name_or_path: str | os.PathLike, *, revision: str | None =
     shipped = find_shipped(name)
     if shipped is not None:
         return shipped
+    hint = not_installed_hint(name)
+    if hint is not None:
+        raise FileNotFoundError(hint)
     # "weights/foo" looks like a repo id too; a local parent folder says the user meant a path
     looks_local = path.exists() or name.startswith((".", "/", "~")) or name.count("/") != 1 or path.parent.is_dir()
     if looks_local:

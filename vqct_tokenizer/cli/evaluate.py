@@ -36,9 +36,19 @@ def run(args: argparse.Namespace) -> int:
     report = evaluate(args.model, args.data, resolution=args.resolution, limit=args.limit, stride=args.stride,
                       batch_size=args.batch_size, report_path=args.output, device=args.device,
                       compute_fd=not args.no_fd, external=not args.no_external, progress=not args.quiet,
-                      jpeg_anchor=args.jpeg_anchor)
+                      jpeg_anchor=args.jpeg_anchor, checkpoint_loader=_tokenizer_from_checkpoint)
     print(format_summary(report))
     return 0
+
+
+def _tokenizer_from_checkpoint(path):
+    """The trainer's conversion, imported only when --model is a checkpoint."""
+    try:
+        from ..training.export import tokenizer_from_checkpoint
+    except ImportError as e:
+        raise RuntimeError(f"{path} looks like a training checkpoint, but the training package cannot convert it "
+                           f"({e}); install vqct-tokenizer[train], or pass an exported tokenizer folder") from e
+    return tokenizer_from_checkpoint(path)
 
 
 def _fmt(value: Any, digits: int = 4) -> str:

@@ -18,7 +18,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -77,11 +77,17 @@ def iter_batches(paths: Sequence[Path], processor: ImageProcessor, batch_size: i
 
 
 # ---------------------------------------------------------------------------------------- model
-def load_model(model: str | Path | VQCTTokenizer, device: str | torch.device) -> tuple[VQCTTokenizer, dict[str, Any]]:
+CheckpointLoader = Callable[[Path], VQCTTokenizer]
+
+
+def load_model(model: str | Path | VQCTTokenizer, device: str | torch.device,
+               checkpoint_loader: CheckpointLoader | None = None) -> tuple[VQCTTokenizer, dict[str, Any]]:
     """An exported tokenizer (folder, shipped name or Hub id) or a training checkpoint -> tokenizer.
 
-    A path to a file, or to a folder without ``config.json`` + ``model.safetensors``, is treated as
-    a training checkpoint and converted by ``vqct_tokenizer.training.export.tokenizer_from_checkpoint``.
+    A path to a file, or to a folder without ``config.json`` + ``model.safetensors``, is a training
+    checkpoint: ``checkpoint_loader`` converts it (``vqct eval`` passes
+    ``vqct_tokenizer.training.export.tokenizer_from_checkpoint``). Evaluation itself does not import
+    the trainer, which imports evaluation.
     """
     if isinstance(model, VQCTTokenizer):
         tok, kind, name = model, "tokenizer", model.name_or_path or "<in-memory tokenizer>"
@@ -90,7 +96,12 @@ def load_model(model: str | Path | VQCTTokenizer, device: str | torch.device) ->
         path = Path(model)
         is_export = path.is_dir() and (path / "config.json").is_file() and (path / "model.safetensors").is_file()
         if path.exists() and not is_export:
-            tok, kind = _from_checkpoint(path), "checkpoint"
+            if checkpoint_loader is None:
+                raise ValueError(f"{path} is not an exported tokenizer folder (config.json + model.safetensors); "
+                                 "if it is a training checkpoint, pass checkpoint_loader="
+                                 "vqct_tokenizer.training.export.tokenizer_from_checkpoint, or export it first "
+                                 "with `vqct export`")
+            tok, kind = checkpoint_loader(path), "checkpoint"
         else:
             tok, kind = VQCTTokenizer.from_pretrained(name), "tokenizer"
     tok = tok.to(device).eval()
@@ -104,15 +115,6 @@ def load_model(model: str | Path | VQCTTokenizer, device: str | torch.device) ->
         "parameters": sum(p.numel() for p in tok.parameters()),
     }
     return tok, info
-
-
-def _from_checkpoint(path: Path) -> VQCTTokenizer:
-    try:
-        from ..training.export import tokenizer_from_checkpoint
-    except ImportError as e:
-        raise RuntimeError(f"{path} looks like a training checkpoint, but the training package cannot convert it "
-                           f"({e}); install vqct-tokenizer[train], or pass an exported tokenizer folder") from e
-    return tokenizer_from_checkpoint(path)
 
 
 # ---------------------------------------------------------------------------------------- report
@@ -153,12 +155,14 @@ def method_notes(fidelity: FidelityMeter) -> dict[str, Any]:
 def evaluate(model: str | Path | VQCTTokenizer, data: str | Path, *, resolution: int | None = None,
              limit: int | None = None, stride: int = 1, batch_size: int = 16, report_path: str | Path | None = None,
              device: str | torch.device | None = "auto", compute_fd: bool = True, external: bool = True,
-             progress: bool = True, jpeg_anchor: bool = False) -> dict[str, Any]:
+             progress: bool = True, jpeg_anchor: bool = False,
+             checkpoint_loader: CheckpointLoader | None = None) -> dict[str, Any]:
     """Evaluate ``model`` on the images of ``data``; returns the report (and writes it when
     ``report_path`` is given, with ``<stem>_grid.png`` and ``<stem>_usage.png`` beside it).
 
     Args:
-        model: exported tokenizer folder, shipped name, Hub id, training checkpoint, or a tokenizer.
+        model: exported tokenizer folder, shipped name, Hub id, or a tokenizer; a training checkpoint
+            with ``checkpoint_loader`` (see ``load_model``).
         data: image folder (recursive) or list file of paths relative to its folder.
         resolution: evaluation resolution (default: the model's); a multiple of its downsampling factor.
         limit: the first N images only.
@@ -170,7 +174,7 @@ def evaluate(model: str | Path | VQCTTokenizer, data: str | Path, *, resolution:
     """
     start = time.perf_counter()
     dev = resolve_device(device)
-    tok, model_info = load_model(model, dev)
+    tok, model_info = load_model(model, dev, checkpoint_loader)
     res = resolution or tok.config.resolution
     if res % tok.downsample_factor:
         raise ValueError(f"resolution {res} is not a multiple of the model's downsampling factor {tok.downsample_factor}")

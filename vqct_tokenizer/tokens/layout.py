@@ -20,24 +20,18 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..config import LAYOUT_AXES, VQCTConfig
 from ..errors import TokenError
 
-AXES = ["row", "column", "slot"]
+AXES = list(LAYOUT_AXES)
 #: The fields that belong to the model; ``grid`` (the image size) and ``axes`` do not.
 MODEL_FIELDS = ("groups", "slots", "tokens_per_cell", "vocab_size", "downsample_factor")
 
 
-def token_layout(config, grid: Sequence[int] | None = None) -> dict[str, Any]:
-    """The layout of ``config``'s token grids; ``grid`` (rows, columns) when every grid has that shape."""
-    return {
-        "axes": list(AXES),
-        "groups": [{"name": g.name, "k": g.k, "id_range": [g.code_start, g.code_end]} for g in config.groups],
-        "slots": [g.name for g in config.groups for _ in range(g.k)],
-        "tokens_per_cell": config.tokens_per_cell,
-        "vocab_size": config.codebook_size,
-        "downsample_factor": config.downsample_factor,
-        "grid": [int(grid[0]), int(grid[1])] if grid is not None else None,
-    }
+def token_layout(config: VQCTConfig, grid: Sequence[int] | None = None) -> dict[str, Any]:
+    """The layout of ``config``'s token grids; ``grid`` (rows, columns) when every grid has that shape.
+    The config builds it (``VQCTConfig.token_layout``), so that config.py needs nothing from here."""
+    return config.token_layout(None if grid is None else (grid[0], grid[1]))
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
