@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -119,7 +120,8 @@ def run_train(args: argparse.Namespace) -> int:
     out = train_generator(args.tokens, args.output, captions=args.captions, settings=settings, resume=args.resume,
                           max_steps=args.max_steps, max_minutes=args.max_minutes, eval_tokens=args.eval_tokens,
                           eval_captions=args.eval_captions, progress=args.progress)
-    print(f"done: {out} (sample with: vqct sample {out} -o grid.png)")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"done: {out} (sample with: vqct sample {out} -o grid.png)")
     return 0
 
 

@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from ..errors import TokenError
 from ..runtime import progress_bar
 from ..tokens import load_token_dataset
 from ..training.checkpoint import find_latest, load_checkpoint, save_checkpoint
@@ -68,8 +69,11 @@ def _dataset_record(ds) -> dict[str, Any]:
 def load_grids(tokens: str | Path) -> tuple[Any, torch.Tensor]:
     """(dataset, every grid stacked (n, h, w, k+1) int32): a fixed-size token dataset, whole in memory."""
     ds = load_token_dataset(tokens)
-    if ds.layout is None or ds.layout.get("grid") is None:
-        GeneratorConfig.from_layout({"grid": None})  # the error that explains native-size datasets
+    if ds.layout is None:
+        raise TokenError(f"{tokens} records no token layout (a .npy file holds only ids); train on a token dataset "
+                         "folder of `vqct encode-dataset`, or a .pt/.json file of `vqct encode`")
+    if ds.layout.get("grid") is None:
+        GeneratorConfig.from_layout(ds.layout)  # the error that explains native-size datasets
     if len(ds) == 0:
         raise ValueError(f"{tokens} holds no encoded images")
     return ds, torch.stack([g.to(torch.int32) for g in ds])
