@@ -614,7 +614,8 @@ def test_push_to_hub_uploads_the_saved_folder(tok, monkeypatch):
 def test_import_does_not_pull_in_training_dependencies():
     code = ("import sys, vqct_tokenizer\n"
             "heavy = [m for m in sys.modules if m.split('.')[0] in ('nltk', 'transformers', 'sentence_transformers')\n"
-            "         or m.startswith(('vqct_tokenizer.training', 'vqct_tokenizer.codebook', 'vqct_tokenizer.evaluation'))]\n"
+            "         or m.startswith(('vqct_tokenizer.training', 'vqct_tokenizer.codebook', 'vqct_tokenizer.evaluation',\n"
+            "                          'vqct_tokenizer.generation'))]\n"
             "print(heavy)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
     assert out.returncode == 0, out.stderr

@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("export", "export a training checkpoint to a slim tokenizer folder"),
     "eval": ("evaluate", "measure reconstruction quality and codebook usage"),
     "encode-dataset": ("encode_dataset", "tokenize a whole dataset into resumable shards"),
+    "train-generator": ("generator", "train a GPT-style generator on a tokenized dataset (optionally caption-conditioned)"),
+    "sample": ("generator", "sample images from a trained generator into a PNG grid"),
 }
 
 
