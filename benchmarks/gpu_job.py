@@ -360,8 +360,8 @@ class Job:
                     result = {"status": "error", "error": f"{type(e).__name__}: {e}"}
                 result["seconds"] = round(time.monotonic() - t0, 1)
             self.summary["phases"][name] = result
-            self.log(f"{name}: {result.get('status')} in {result.get('seconds', 0)} s"
-                     + (f" ({result.get('why') or result.get('error')})" if result.get("status") != "ok" else ""))
+            why = result.get("why") or result.get("error")
+            self.log(f"{name}: {result.get('status')} in {result.get('seconds', 0)} s" + (f" ({why})" if why else ""))
             self.summary["elapsed_s"] = round(self.elapsed(), 1)
             self.write("gpu_job.json", self.summary)
             self.bundle()
@@ -479,7 +479,7 @@ class Job:
         run_dir = self.work / "train"
         minutes = a.train_minutes if a.train_minutes is not None else (cap - a.train_startup_s) / 60.0
         minutes = min(minutes, (cap - a.train_startup_s) / 60.0)
-        if minutes <= 0.25:
+        if minutes <= 0.05:
             return {"status": "skipped", "why": f"{cap:.0f} s is not enough for training after start-up"}
         overrides = [f"data.workers={a.workers}", "run.ckpt_every=2000", "run.image_every=2000",
                      *a.train_set, f"data.train={self.images()}", f"run.out_dir={run_dir}"]
@@ -530,7 +530,11 @@ class Job:
         self.write("gpu_export.json", report)
         self.log(f"  exported {', '.join(f'{g} {b / MIB:.1f} MiB' for g, b in sizes.items())}; back: {len(placed)} "
                  f"shard file(s){'; left behind: ' + ', '.join(dropped) if dropped else ''}")
-        return {"status": "ok" if "tokenizer" in chosen else "failed", "returned": placed, "dropped": dropped}
+        result = {"status": "ok" if "tokenizer" in chosen else "failed", "returned": placed, "dropped": dropped}
+        if dropped:
+            result["why"] = (f"{', '.join(dropped)} would pass the limits on what comes back ({RETURN_FILES} files, "
+                             f"{RETURN_FILE_BYTES // MIB} MiB each, {RETURN_BYTES // MIB} MiB in all)")
+        return result
 
     # ---------------------------------------------------------------- helpers
     def model_dir(self) -> Path:
@@ -678,13 +682,17 @@ def _child_data(spec: dict[str, Any]) -> dict[str, Any]:
     batch = cfg["optim"]["batch_size"]
     loader = DataLoader(dataset, batch_size=batch, sampler=ResumableSampler(len(dataset), 0), drop_last=True,
                         num_workers=int(data["workers"]), pin_memory=True)
-    n, t0, started = 0, None, time.perf_counter()
-    for i, _ in enumerate(loader):
-        if i == 2:  # the workers' start-up is not the steady rate
-            t0, n = time.perf_counter(), 0
-        n += batch
-        if i >= int(cfg["optim"]["steps"]):
-            break
+    # the first batch carries the workers' start-up; the rate is over the batches after it
+    steps, done, started = max(2, int(cfg["optim"]["steps"])), 0, time.perf_counter()
+    t0 = None
+    while done < steps:
+        for _ in loader:
+            done += 1
+            if t0 is None:
+                t0 = time.perf_counter()
+            if done >= steps:
+                break
+    n = (done - 1) * batch
     rate = n / (time.perf_counter() - t0) if t0 else None
     return {"img_per_s": round(rate, 1) if rate else None, "wall_s": round(time.perf_counter() - started, 1),
             "workers": int(data["workers"]), "batch": batch}
@@ -824,12 +832,12 @@ def unpack(args: argparse.Namespace) -> int:
         shutil.copy2(src / "job.log", into / "job.log")
     copied = []
     if results.is_dir():
-        dest = ROOT / "benchmarks" / "results"
+        dest = Path(args.results_dir)
         dest.mkdir(parents=True, exist_ok=True)
         for f in sorted(results.glob("gpu_*.json")):
             shutil.copy2(f, dest / f.name)
             copied.append(f.name)
-    print(f"unpacked into {into}; copied {', '.join(copied) or 'no results'} to benchmarks/results/")
+    print(f"unpacked into {into}; copied {', '.join(copied) or 'no results'} to {args.results_dir}")
     if (into / "tokenizer").is_dir():
         import torch
 
@@ -909,6 +917,7 @@ def build_parser() -> argparse.ArgumentParser:
     u = sub.add_parser("unpack", help="here, after the call: place what came back")
     u.add_argument("files_at", help="the folder the device reply names (files_at)")
     u.add_argument("--into", default=str(ROOT / "runs" / "gpu-job"))
+    u.add_argument("--results-dir", default=str(ROOT / "benchmarks" / "results"), help="where gpu_*.json go")
 
     c = sub.add_parser("_child", help=argparse.SUPPRESS)
     c.add_argument("spec")
