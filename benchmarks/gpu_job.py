@@ -739,6 +739,9 @@ def _child_encode(spec: dict[str, Any]) -> dict[str, Any]:
             out["paths"][name] = {"img_per_s": round(batch / times[len(times) // 2], 1), "first_call_s": round(first, 2),
                                   "identical_tokens": round(same.float().mean().item(), 6),
                                   "identical_cells": round(same.all(-1).float().mean().item(), 6)}
+            if name == "ours-fast":  # it falls back to eager (with a warning) when compilation fails
+                runner = tok._fast._runners.get("fast")
+                out["paths"][name]["compiled"] = bool(runner is not None and runner.compiled is not None)
         except Exception as e:  # noqa: BLE001 - a path that cannot run (no diffusers, compile failure) is reported
             out["paths"][name] = {"error": f"{type(e).__name__}: {e}"}
     out["goal"] = _encode_goal(out["paths"])
