@@ -88,6 +88,7 @@ ENCODE_PATHS = ("ours-fp32-ieee", "ours-fp32", "ours-fast", "ours-bf16", "diffus
 def pack(args: argparse.Namespace) -> int:
     """Fill .gpujob/, move the big tracked folders out of the tree, and add up what travels."""
     trip = ROOT / args.trip
+    trip.mkdir(exist_ok=True)  # git knows a pattern "/.gpujob/" matches only once it is a folder
     _check_ignored(trip)
     strip = [*STRIPPED, *_unused_priors(args.train_config)]
     dirty = _git("status", "--porcelain", "--", *strip).strip()
@@ -95,7 +96,6 @@ def pack(args: argparse.Namespace) -> int:
         raise SystemExit(f"gpu_job pack: uncommitted changes under {', '.join(strip)} would be lost by the "
                          f"restore (git checkout); commit them first, or pass --force:\n{dirty}")
     started = time.monotonic()
-    trip.mkdir(exist_ok=True)
     manifest: dict[str, Any] = {"created": time.strftime("%Y-%m-%d %H:%M:%S"), "model": args.model}
 
     model_dir = trip / "models" / Path(args.model).name
