@@ -227,17 +227,23 @@ def _wheel_matches(filename: str, name: str, ver: str) -> bool:
     return dist.lower() == name.replace("-", "_").lower() and rest.split("-")[0] == ver
 
 
+def _carried(size: int) -> int:
+    """A file's bytes as a tar stream carries them (512-byte header, data padded to 512): how much
+    thousands of small photos really weigh, whatever way the device tool counts."""
+    return 512 + -(-size // 512) * 512
+
+
 def _travel_sizes(trip: Path, exclude: Path | None = None) -> dict[str, int]:
-    """Bytes that a device call sends: tracked and untracked-not-ignored files that exist, and each
-    carried folder of the trip."""
+    """Bytes (as ``_carried`` counts them) that a device call sends: tracked and untracked-not-ignored
+    files that exist, and each carried folder of the trip."""
     listed = _git("ls-files", "-z", "--cached", "--others", "--exclude-standard").split("\0")
-    tree = sum((ROOT / f).stat().st_size for f in set(listed) if f and (ROOT / f).is_file())
+    tree = sum(_carried((ROOT / f).stat().st_size) for f in set(listed) if f and (ROOT / f).is_file())
     sizes = {"working tree": tree}
     for part in sorted(p for p in trip.iterdir()):
         if exclude is not None and part == exclude:
             continue
         files = [part] if part.is_file() else [f for f in part.rglob("*") if f.is_file()]
-        sizes[f"{trip.name}/{part.name}"] = sum(f.stat().st_size for f in files)
+        sizes[f"{trip.name}/{part.name}"] = sum(_carried(f.stat().st_size) for f in files)
     return sizes
 
 
@@ -259,32 +265,35 @@ def _pack_photos(data: Path, out: Path, budget: int, qualities: list[int], limit
             im.convert("RGB").save(buf, "JPEG", quality=q)
         return buf.getvalue()
 
+    def cost(blobs: list[bytes]) -> int:
+        return sum(_carried(len(b)) for b in blobs)
+
     def write(chosen: list[Path], blobs: list[bytes], quality: Any) -> dict[str, Any]:
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
         for i, (f, blob) in enumerate(zip(chosen, blobs)):
             (out / f"{i:05d}_{f.stem}{'.jpg' if isinstance(quality, int) else f.suffix.lower()}").write_bytes(blob)
         sample = chosen[:: max(1, len(chosen) // 100)]
-        return {"count": len(chosen), "available": len(available), "quality": quality, "bytes": sum(map(len, blobs)),
-                "original_bytes": sum(f.stat().st_size for f in chosen), "source": str(data),
+        return {"count": len(chosen), "available": len(available), "quality": quality, "bytes": cost(blobs),
+                "original_bytes": sum(_carried(f.stat().st_size) for f in chosen), "source": str(data),
                 "psnr_db": _mean_psnr(sample, quality, encode) if isinstance(quality, int) else float("inf")}
 
-    if sum(f.stat().st_size for f in files) <= budget:
+    if sum(_carried(f.stat().st_size) for f in files) <= budget:
         return write(files, [f.read_bytes() for f in files], "original")
     sample = files[:: max(1, len(files) // 150)]
-    ratio_base = sum(f.stat().st_size for f in sample)
-    original = sum(f.stat().st_size for f in files)
+    ratio_base = sum(_carried(f.stat().st_size) for f in sample)
+    original = sum(_carried(f.stat().st_size) for f in files)
     for q in sorted(qualities, reverse=True):
-        if sum(len(encode(f, q)) for f in sample) / ratio_base * original * 1.02 <= budget:
+        if cost([encode(f, q) for f in sample]) / ratio_base * original * 1.02 <= budget:
             blobs = [encode(f, q) for f in files]
-            if sum(map(len, blobs)) <= budget:
+            if cost(blobs) <= budget:
                 return write(files, blobs, q)
     q = min(qualities)
     blobs = [encode(f, q) for f in files]
     lo, hi = 0, len(files)  # the most evenly spaced photos that fit
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if sum(len(blobs[i]) for i in _spread(range(len(files)), mid)) <= budget:
+        if cost([blobs[i] for i in _spread(range(len(files)), mid)]) <= budget:
             lo = mid
         else:
             hi = mid - 1
@@ -914,7 +923,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="JPEG qualities to try when the originals do not fit, best first; at the last one, "
                         "as many photos as fit (default 90,85,80,75)")
     k.add_argument("--bench-photos", type=int, default=256, help="photos to carry when not training (default 256)")
-    k.add_argument("--margin-mib", type=float, default=0.5, help="room left under the 64 MiB limit")
+    k.add_argument("--margin-mib", type=float, default=0.5, help="room left under the 64 MiB limit (default 0.5)")
     k.add_argument("--trip", default=TRIP)
     k.add_argument("--force", action="store_true", help="strip folders even with uncommitted changes")
 
