@@ -96,11 +96,13 @@ def pack(args: argparse.Namespace) -> int:
     phases = set(args.phases)
     strip = [*STRIPPED, *_unused_priors(args.train_config)]
     # files an earlier pack deleted (" D") come back with the checkout; anything else would be lost
-    dirty = "\n".join(line for line in _git("status", "--porcelain", "--", *strip).splitlines()
-                      if not line.startswith(" D "))
+    status = _git("status", "--porcelain", "--", *strip).splitlines()
+    dirty = "\n".join(line for line in status if not line.startswith(" D "))
     if dirty and not args.force:
         raise SystemExit(f"gpu_job pack: uncommitted changes under {', '.join(strip)} would be lost by the "
                          f"restore (git checkout); commit them first, or pass --force:\n{dirty}")
+    if status:  # packing again: the default model is read from weights/ before it leaves again
+        _git("checkout", "--", *strip)
     started = time.monotonic()
     manifest: dict[str, Any] = {"created": time.strftime("%Y-%m-%d %H:%M:%S"), "phases": sorted(phases)}
     for stale in ("models", "site", "wheels"):  # a trip for other phases may have left them
