@@ -140,8 +140,10 @@ def pack(args: argparse.Namespace) -> int:
         print(f"  {name:<28} {size / MIB:7.2f} MiB")
     print(f"  {'total':<28} {total / MIB:7.2f} MiB   ({(TRAVEL_LIMIT - total) / MIB:.2f} MiB to spare)")
     ph = manifest["photos"]
-    print(f"photos: {ph['count']} of {ph['available']} at {ph['quality']} ({ph['bytes'] / MIB:.1f} MiB; those photos' "
-          f"originals {ph['original_bytes'] / MIB:.1f} MiB), {ph['psnr_db']:.1f} dB against the originals")
+    how = ("as they are" if ph["psnr_db"] is None else
+           f"at JPEG quality {ph['quality']}, {ph['psnr_db']:.1f} dB against the originals")
+    print(f"photos: {ph['count']} of {ph['available']} {how} ({ph['bytes'] / MIB:.1f} MiB; those photos' "
+          f"originals {ph['original_bytes'] / MIB:.1f} MiB)")
     print(f"pack took {time.monotonic() - started:.0f} s. The call: bash scripts/gpu_job.sh --phases "
           f"{','.join(p for p in PHASES if p in phases)} ...; after it: bash scripts/gpu_restore.sh FILES_AT")
     if total > TRAVEL_LIMIT:
@@ -278,7 +280,7 @@ def _pack_photos(data: Path, out: Path, budget: int, qualities: list[int], limit
         sample = chosen[:: max(1, len(chosen) // 100)]
         return {"count": len(chosen), "available": len(available), "quality": quality, "bytes": cost(blobs),
                 "original_bytes": sum(_carried(f.stat().st_size) for f in chosen), "source": str(data),
-                "psnr_db": _mean_psnr(sample, quality, encode) if isinstance(quality, int) else float("inf")}
+                "psnr_db": _mean_psnr(sample, quality, encode) if isinstance(quality, int) else None}
 
     if sum(_carried(f.stat().st_size) for f in files) <= budget:
         return write(files, [f.read_bytes() for f in files], "original")
