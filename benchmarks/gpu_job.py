@@ -394,7 +394,8 @@ class Job:
         phases = [p for p in PHASES if p in self.args.phases]
         self.log(f"gpu job: budget {self.args.budget_s:.0f} s, phases {', '.join(phases)}, out {self.out}")
         for name in phases:
-            reserve = self._reserve_after(name, phases)
+            # env takes seconds and says what the rest ran on: it never yields to a reserve
+            reserve = 0.0 if name == "env" else self._reserve_after(name, phases)
             cap = min(self.args.cap_s.get(name, float("inf")), self.left() - reserve)
             if name not in ("env", "export") and not self.cuda and not self.args.allow_cpu:
                 result: dict[str, Any] = {"status": "skipped", "why": "no CUDA device"}
