@@ -175,3 +175,19 @@ def test_weights_file_names_both_layouts_when_neither_is_there(tmp_path):
     save_sharded({"a": torch.ones(2), "n": torch.arange(3)}, tmp_path, max_shard_bytes=None)
     state = read_weights(weights_file(tmp_path))
     assert state["a"].dtype == torch.float32 and state["n"].dtype == torch.int64  # integers stay integers
+
+
+def test_cli_export_writes_half_precision_shards(trained_run, tmp_path):
+    from vqct_tokenizer.cli import main
+
+    out = tmp_path / "exported"
+    assert main(["export", str(trained_run), "-o", str(out), "--dtype", "fp16", "--max-shard-mib", str(48 / 1024),
+                 "--keep-float32", "model.encoder", "model.quant_conv"]) == 0
+    shards = sorted(out.glob("model-*-of-*.safetensors"))
+    assert len(shards) >= 2 and all(f.stat().st_size <= 48 * KIB for f in shards)
+    stored = {k: v for f in shards for k, v in load_file(str(f)).items()}
+    assert stored["model.decoder.conv_in.weight"].dtype == torch.float16
+    assert stored["model.encoder.conv_in.weight"].dtype == torch.float32
+    x = torch.rand(2, 3, 16, 16)
+    assert torch.equal(VQCTTokenizer.from_pretrained(out).encode(x), model_from_checkpoint(trained_run).encode_ids(x * 2 - 1))
+    assert main(["export", str(trained_run), "-o", str(tmp_path / "bad"), "--max-shard-mib", "0"]) == 2

@@ -128,9 +128,12 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def export(checkpoint: str | Path, out_dir: str | Path, resolution: int | None = None) -> Path:
+def export(checkpoint: str | Path, out_dir: str | Path, resolution: int | None = None, *,
+           dtype: torch.dtype | None = None, max_shard_bytes: int | None = None,
+           keep_float32: tuple[str, ...] = ()) -> Path:
+    """``vqct export``: storage options as ``VQCTTokenizer.save_pretrained`` takes them."""
     tok = tokenizer_from_checkpoint(checkpoint, resolution)
-    tok.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir, dtype=dtype, max_shard_bytes=max_shard_bytes, keep_float32=keep_float32)
     return Path(out_dir)
 
 
