@@ -528,6 +528,8 @@ class Job:
     def phase_train(self, cap: float) -> dict[str, Any]:
         a = self.args
         run_dir = self.work / "train"
+        if not a.resume:  # an earlier call's run on a warm machine must not lend export its checkpoints
+            shutil.rmtree(run_dir, ignore_errors=True)
         minutes = a.train_minutes if a.train_minutes is not None else (cap - a.train_startup_s) / 60.0
         minutes = min(minutes, (cap - a.train_startup_s) / 60.0)
         if minutes <= 0.05:
