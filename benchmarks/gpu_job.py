@@ -171,12 +171,6 @@ def _unused_priors(train_config: str) -> list[str]:
     return sorted(f"{PRIORS}/{p.name}" for p in (ROOT / PRIORS).iterdir() if p.is_dir() and p.resolve() != used)
 
 
-def _has_model(folder: Path) -> bool:
-    from vqct_tokenizer.model_files import has_weights
-
-    return (folder / "config.json").is_file() and has_weights(folder)
-
-
 def _pack_effnet(site: Path) -> dict[str, Any]:
     """The EfficientNet-Lite0 weights package with its state dict stored in float16: the same module
     and file name, so ``evaluation/features.py`` loads it unchanged (into float32 parameters)."""
