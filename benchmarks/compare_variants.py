@@ -132,7 +132,9 @@ def reusable_report(job: tuple, limit: int | None) -> dict | None:
 
 
 def is_exported(folder: Path) -> bool:
-    return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+    from vqct_tokenizer.model_files import has_weights
+
+    return (folder / "config.json").is_file() and has_weights(folder)
 
 
 def _one_thread() -> None:

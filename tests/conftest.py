@@ -62,6 +62,28 @@ def write_tiny_prior(out: Path, num_adjectives: int = 6, num_nouns: int = 9, edg
 
 
 
+def tiny_train_overrides(prior: Path, data: Path, out: Path) -> list[str]:
+    """``vqct train`` overrides for a model that trains a step in well under a second on a CPU
+    (resolution 16, f = 2, the tiny prior, no perceptual loss, GAN from step 1)."""
+    return ["model.resolution=16", "model.ch=8", "model.ch_mult=[1,2]", "model.num_res_blocks=1",
+            "model.attn_resolutions=[8]", "model.z_channels=8", "model.codebook_dim=4", "model.norm_groups=4",
+            f"codebook.prior={prior}", "codebook.num_codes=16", "loss.perceptual=none", "loss.disc_start=1",
+            "loss.disc_channels=8", "loss.disc_layers=2", f"data.train={data}", "data.workers=0",
+            "optim.batch_size=4", "optim.steps=3", "run.ckpt_every=3", "run.image_every=0", "run.log_every=1",
+            "run.threads=1", f"run.out_dir={out}"]
+
+
+def write_tiny_images(out: Path, count: int = 12, size: tuple[int, int] = (24, 20)) -> Path:
+    """``count`` small noisy single-colour PNGs (seed 0) in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        base = rng.integers(0, 255, size=(1, 1, 3))
+        img = np.clip(base + rng.normal(0, 20, size=(*size, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(out / f"{i:02d}.png")
+    return out
+
+
 VARIANTS = {
     "vqct": {},
     "vq": dict(quantizer="vq", num_codes=24, num_adjectives=0, num_nouns=0),

@@ -25,6 +25,7 @@ import torch
 from ..errors import ImageError
 from ..image_io import list_image_paths
 from ..image_processor import ImageProcessor
+from ..model_files import has_weights
 from ..runtime import library_versions, progress_bar, resolve_device
 from ..tokenizer import VQCTTokenizer
 from .external import load_external
@@ -84,7 +85,7 @@ def load_model(model: str | Path | VQCTTokenizer, device: str | torch.device,
                checkpoint_loader: CheckpointLoader | None = None) -> tuple[VQCTTokenizer, dict[str, Any]]:
     """An exported tokenizer (folder, shipped name or Hub id) or a training checkpoint -> tokenizer.
 
-    A path to a file, or to a folder without ``config.json`` + ``model.safetensors``, is a training
+    A path to a file, or to a folder without ``config.json`` + weights (``model.safetensors`` or its shard index), is a training
     checkpoint: ``checkpoint_loader`` converts it (``vqct eval`` passes
     ``vqct_tokenizer.training.export.tokenizer_from_checkpoint``). Evaluation itself does not import
     the trainer, which imports evaluation.
@@ -94,7 +95,7 @@ def load_model(model: str | Path | VQCTTokenizer, device: str | torch.device,
     else:
         name = str(model)
         path = Path(model)
-        is_export = path.is_dir() and (path / "config.json").is_file() and (path / "model.safetensors").is_file()
+        is_export = path.is_dir() and (path / "config.json").is_file() and has_weights(path)
         if path.exists() and not is_export:
             if checkpoint_loader is None:
                 raise ValueError(f"{path} is not an exported tokenizer folder (config.json + model.safetensors); "

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from ..image_processor import resize_mode_for_crop
+from ..model_files import read_weights, save_sharded, weights_file
 from ..tokenizer import VQCTTokenizer
 from .checkpoint import find_latest, load_checkpoint
 from .config import complete_config, validate
@@ -63,7 +64,10 @@ def tokenizer_from_checkpoint(path: str | Path, resolution: int | None = None) -
     """
     path = Path(path)
     state_path = path if path.is_file() else find_latest(path)
-    state = load_checkpoint(path)
+    return _export_tokenizer(load_checkpoint(path), path, state_path, resolution)
+
+
+def _export_tokenizer(state: dict[str, Any], path: Path, state_path: Path | None, resolution: int | None) -> VQCTTokenizer:
     tok = tokenizer_from_model(_model_from_state(state, path))
     provenance = checkpoint_provenance(state_path, state) if state_path is not None else {}
     changes: dict[str, Any] = training_preprocessing(state["config"])
@@ -125,7 +129,77 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def export(checkpoint: str | Path, out_dir: str | Path, resolution: int | None = None) -> Path:
+def export(checkpoint: str | Path, out_dir: str | Path, resolution: int | None = None, *,
+           dtype: torch.dtype | None = None, max_shard_bytes: int | None = None,
+           keep_float32: tuple[str, ...] = ()) -> Path:
+    """``vqct export``: storage options as ``VQCTTokenizer.save_pretrained`` takes them."""
     tok = tokenizer_from_checkpoint(checkpoint, resolution)
-    tok.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir, dtype=dtype, max_shard_bytes=max_shard_bytes, keep_float32=keep_float32)
     return Path(out_dir)
+
+
+# ---------------------------------------------------------------------------------------- half-size
+#: What a device call brings back (see benchmarks/gpu_job.py): at most 16 MiB a file; 15 leaves room.
+DEVICE_SHARD_BYTES = 15 * 2**20
+TRAIN_STATE = "train-state"
+#: The checkpoint entries a warm start needs, in the order they are stored; "ema" (an exponential
+#: moving average of "model", same keys) is exported when a checkpoint has it.
+TRAIN_STATE_PARTS = ("model", "ema", "discriminator")
+
+
+def export_half(checkpoint: str | Path, out_dir: str | Path, *, dtype: torch.dtype = torch.float16,
+                max_shard_bytes: int | None = DEVICE_SHARD_BYTES, keep_float32: tuple[str, ...] = (),
+                resolution: int | None = None, train_state: bool = True) -> dict[str, list[Path]]:
+    """A checkpoint as half-precision safetensors shards, for bringing weights back from a machine
+    that allows only small files.
+
+    ``out_dir/tokenizer``: the slim tokenizer (``save_pretrained(dtype=..., max_shard_bytes=...,
+    keep_float32=...)``; the codebook always stays float32), made from the checkpoint's "ema" weights
+    when it has them. ``out_dir/train-state``: with ``train_state``, the checkpoint's model (transfer
+    network included, which the tokenizer no longer has), its EMA if any, and discriminator, as one
+    sharded state dict with "model.", "ema." and "discriminator." prefixes, plus ``train_config.json``
+    (the config and step): what a warm start needs, without the optimizer state. ``keep_float32``
+    applies to both, with the training model's names (``autoencoder.encoder``) mapped to the
+    tokenizer's (``model.encoder``). Returns the files written per folder.
+    """
+    path, out_dir = Path(checkpoint), Path(out_dir)
+    state_path = path if path.is_file() else find_latest(path)
+    if state_path is None:
+        raise FileNotFoundError(f"no checkpoint (ckpt_XXXXXXXX.pt) in {path}")
+    raw = load_checkpoint(state_path)
+    # the average is what ships; the raw weights stay in the train state
+    state = {**raw, "model": raw["ema"]} if "ema" in raw else raw
+    tok = _export_tokenizer(state, state_path, state_path, resolution)
+    tok_dir = out_dir / "tokenizer"
+    tok.save_pretrained(tok_dir, dtype=dtype, max_shard_bytes=max_shard_bytes,
+                        keep_float32=tuple(_tokenizer_name(k) for k in keep_float32))
+    written = {"tokenizer": sorted(p for p in tok_dir.iterdir() if p.is_file())}
+    if train_state:
+        flat = {f"{part}.{k}": v for part in TRAIN_STATE_PARTS if part in raw for k, v in raw[part].items()}
+        keep = tuple(f"{part}.{k}" for part in ("model", "ema") for k in keep_float32)
+        ts_dir = out_dir / TRAIN_STATE
+        files = save_sharded(flat, ts_dir, prefix=TRAIN_STATE, dtype=dtype, max_shard_bytes=max_shard_bytes,
+                             keep_float32=keep, metadata={"step": str(int(raw["step"]))})
+        (ts_dir / "train_config.json").write_text(json.dumps({"step": int(raw["step"]), "config": raw["config"]},
+                                                             indent=1) + "\n")
+        written[TRAIN_STATE] = [*files, ts_dir / "train_config.json"]
+    return written
+
+
+def _tokenizer_name(train_name: str) -> str:
+    """``autoencoder.encoder`` (training model) -> ``model.encoder`` (tokenizer)."""
+    head, _, rest = train_name.partition(".")
+    return f"model.{rest}" if head == "autoencoder" else train_name
+
+
+def load_train_state(folder: str | Path) -> dict[str, Any]:
+    """What ``export_half`` wrote to ``train-state/``: {"model": ..., "discriminator": ..., ("ema": ...),
+    "step": int, "config": dict}, tensors in float32; for a warm start (fresh optimizers)."""
+    folder = Path(folder)
+    flat = read_weights(weights_file(folder, TRAIN_STATE))
+    meta = json.loads((folder / "train_config.json").read_text())
+    out: dict[str, Any] = {"step": int(meta["step"]), "config": meta["config"]}
+    for key, value in flat.items():
+        part, _, name = key.partition(".")
+        out.setdefault(part, {})[name] = value
+    return out
