@@ -230,8 +230,10 @@ def to_tensors(images: Any, max_pixels: int | None = None, limit_hint: str | Non
     if isinstance(images, Image.Image):
         return [pil_to_tensor(images)], False
     if isinstance(images, np.ndarray):
+        _check_shape(images, -3, -2, size_check)
         return array_to_tensors(images), images.ndim == 4
     if isinstance(images, torch.Tensor):
+        _check_shape(images, -2, -1, size_check)
         return torch_to_tensors(images), images.ndim == 4
     if isinstance(images, (list, tuple)):
         if len(images) == 0:
@@ -240,10 +242,20 @@ def to_tensors(images: Any, max_pixels: int | None = None, limit_hint: str | Non
         for i, item in enumerate(images):
             if isinstance(item, (list, tuple)):
                 raise ImageError(f"item {i} of the image list is itself a list; pass a flat list")
-            out.extend(to_tensors(item, max_pixels, limit_hint, size_check)[0])
+            check = size_check
+            if size_check is not None and not isinstance(item, (str, os.PathLike)):  # arrays: name by list index
+                def check(name: str, h: int, w: int, i: int = i) -> None:
+                    size_check(f"image {i}", h, w)
+            out.extend(to_tensors(item, max_pixels, limit_hint, check)[0])
         return out, True
     raise ImageError(f"cannot read an image from {type(images).__name__}; pass a path, PIL image, "
                      "numpy array or torch tensor (or a list of them)")
+
+
+def _check_shape(array: Any, h_axis: int, w_axis: int, size_check: Callable[[str, int, int], None] | None) -> None:
+    """size_check on an array's or tensor's (H, W) before it is converted to float32 (4x uint8)."""
+    if size_check is not None and array.ndim in (3, 4):
+        size_check("image 0", int(array.shape[h_axis]), int(array.shape[w_axis]))
 
 
 # ---------------------------------------------------------------------------------------- native-size limit

@@ -201,27 +201,26 @@ class VQCTTokenizer(nn.Module):
         says: the same tokens as the whole image up to float rounding (see ``tiling.encode_tiled``).
         """
         precision = self.precision if precision is None else check_precision(precision)
-        tiles = self._tiling(int(x.shape[-2]), int(x.shape[-1]))
-        if tiles is not None:
+        tile = self._tile_cells(int(x.shape[-2]), int(x.shape[-1]))
+        if tile is not None:
             return torch.cat([encode_tiled(self.model, self.codebook, x[i:i + 1].to(self.device, self.dtype),
-                                           self.downsample_factor, tiles[0] * self.downsample_factor)
+                                           self.downsample_factor, tile * self.downsample_factor)
                               for i in range(len(x))])
         if precision == "fp32":
             return self.model.encode_ids(x.to(self.device, self.dtype), self.codebook)
         return self._fast.encode_ids(self.model, x.to(self.device, torch.float32), self.codebook, precision)
 
-    def _tiling(self, height: int, width: int) -> tuple[int, int] | None:
-        """(tile, overlap) in cells when an image of height x width pixels runs in tiles, else None."""
+    def _tile_cells(self, height: int, width: int) -> int | None:
+        """The tile side in cells when an image of height x width pixels runs in tiles, else None."""
         if self.tile_size is None:
             return None
         f = self.downsample_factor
-        tile, overlap = int(self.tile_size) // f, -(-int(self.tile_overlap) // f)
-        if tile < 1 or not 0 <= overlap < tile:
-            raise ValueError(f"tile_size {self.tile_size} and tile_overlap {self.tile_overlap} must give "
-                             f"0 <= overlap < tile in whole cells of {f} pixels")
+        tile = int(self.tile_size) // f
+        if tile < 1:
+            raise ValueError(f"tile_size {self.tile_size} is smaller than one cell ({f} pixels)")
         if height % f or width % f or (height <= tile * f and width <= tile * f):
             return None
-        return tile, overlap
+        return tile
 
     @contextmanager
     def _memory_guard(self, action: str, max_native_pixels: int | None = None) -> Iterator[None]:
@@ -310,16 +309,17 @@ class VQCTTokenizer(nn.Module):
         if not batched:
             grid = grid[None]
         f = self.downsample_factor
-        tiles = self._tiling(int(grid.shape[1]) * f, int(grid.shape[2]) * f)
+        tile = self._tile_cells(int(grid.shape[1]) * f, int(grid.shape[2]) * f)
+        overlap = -(-int(self.tile_overlap) // f)  # whole cells, rounded up
         with self._memory_guard("decode", max_native_pixels):
             outs = []
             for start in range(0, grid.shape[0], batch_size):
                 chunk = grid[start:start + batch_size]
-                if tiles is None:
+                if tile is None:
                     x = self.model.decode_ids(chunk, self.codebook)
                 else:
                     x = torch.cat([decode_tiled(lambda t: self.model.decode_ids(t, self.codebook), chunk[i:i + 1], f,
-                                                *tiles) for i in range(len(chunk))])
+                                                tile, overlap) for i in range(len(chunk))])
                 outs.append(ImageProcessor.denormalize(x))
                 del x
             images = outs[0] if len(outs) == 1 else torch.cat(outs)
