@@ -33,7 +33,8 @@ from vqct_tokenizer import load_token_dataset
 from vqct_tokenizer.cli import main
 from vqct_tokenizer.dataset import encode_dataset
 from vqct_tokenizer import VQCTTokenizer
-from vqct_tokenizer.errors import CellLimitError, ImageError, PixelLimitError, TokenError
+from vqct_tokenizer.errors import CellLimitError, ImageError, NotEnoughMemoryError, PixelLimitError, TokenError
+from vqct_tokenizer.tokenizer import DEFAULT_MAX_NATIVE_PIXELS
 from vqct_tokenizer.training.checkpoint import list_checkpoints, load_checkpoint
 
 # the tiny model and its fixtures are shared with the dataset tests
@@ -386,10 +387,13 @@ def test_native_encode_refuses_an_image_over_the_pixel_limit(tok):
     assert tuple(tok.encode(random_image(40, 41), max_native_pixels=1600).shape) == (8, 8, 3)
 
 
-def test_native_encode_default_limit_is_2048_squared(tok):
-    assert tok.max_native_pixels == 2048 * 2048
-    wide = np.zeros((2048, 2050, 3), dtype=np.uint8)  # refused before any encoder work: this test is fast
-    with pytest.raises(PixelLimitError, match="4,198,400 pixels.*limit of 4,194,304 pixels"):
+def test_native_encode_default_limit(tok):
+    assert tok.max_native_pixels == DEFAULT_MAX_NATIVE_PIXELS
+    height = 4096
+    width = DEFAULT_MAX_NATIVE_PIXELS // height + 2  # f = 2: already a multiple
+    # refused from its shape, before the array is converted to float or any encoder work: this test is fast
+    wide = np.zeros((height, width, 3), dtype=np.uint8)
+    with pytest.raises(PixelLimitError, match=f"{height * width:,} pixels.*limit of {DEFAULT_MAX_NATIVE_PIXELS:,} pixels"):
         tok.encode(wide, resize=False)
     small = VQCTTokenizer(tok.config)
     small.max_native_pixels = 100  # the attribute, per tokenizer
@@ -411,23 +415,45 @@ def test_native_limit_names_the_file_and_lets_big_files_through_when_raised(tok,
     assert Image.MAX_IMAGE_PIXELS == 1000  # PIL's global is restored
 
 
-def test_decode_refuses_a_grid_over_the_cell_limit(tok):
+def test_decode_refuses_a_grid_over_the_size_limit(tok):
     ids = torch.tensor([0, 1, 6])
-    huge = ids.expand(1, 2000, 2000, 3)  # a view: no 96 MB of ids, and decode must not ask for 4000x4000
-    with pytest.raises(CellLimitError, match=r"2000x2000 token grid \(4,000,000 cells\) would decode to a 4000x4000 "
-                                             r"image; the limit is 1,048,576 cells.*max_cells=N"):
+    huge = ids.expand(1, 4000, 4000, 3)  # a view: no 384 MB of ids, and decode must not ask for 8000x8000
+    with pytest.raises(CellLimitError, match=r"4000x4000 token grid would decode to a 8000x8000 image \(64,000,000 "
+                                             rf"pixels\), over the native-size limit of {DEFAULT_MAX_NATIVE_PIXELS:,} "
+                                             r"pixels.*max_native_pixels=N"):
         tok.decode(huge)
     grid = ids.expand(11, 10, 3)
-    with pytest.raises(CellLimitError, match="the limit is 100 cells"):
-        tok.decode(grid, max_cells=100)
+    with pytest.raises(CellLimitError, match="over the native-size limit of 400 pixels"):
+        tok.decode(grid, max_native_pixels=400)
+    assert tok.decode(grid, max_native_pixels=440).size == (20, 22)
+    # the older bound in cells still works, and wins when given
+    with pytest.raises(CellLimitError, match="the limit is 100 cells.*max_cells=N"):
+        tok.decode(grid, max_cells=100, max_native_pixels=10**6)
     assert tok.decode(grid, max_cells=110).size == (20, 22)
-    # by default whatever native encode accepts, decode accepts: max_native_pixels / f**2 cells
     small = VQCTTokenizer(tok.config)
-    small.max_native_pixels = 400
+    small.max_native_pixels = 400  # the attribute governs decode as it governs encode
     assert small.decode(ids.expand(10, 10, 3)).size == (20, 20)
-    with pytest.raises(CellLimitError, match="limit is 100 cells"):
+    with pytest.raises(CellLimitError, match="limit of 400 pixels"):
         small.decode(ids.expand(10, 11, 3))
     assert small.reconstruct(random_image(30, 30), resize=False, max_native_pixels=900).size == (30, 30)
+
+
+def test_one_limit_raising_max_native_pixels_alone_lets_decode_of_the_same_grid_succeed(tok):
+    image = random_image(40, 50)  # f = 2: 2,000 pixels
+    small = VQCTTokenizer(tok.config)
+    small.load_state_dict(tok.state_dict())
+    small.max_native_pixels = 1000
+    with pytest.raises(PixelLimitError):
+        small.encode(image, resize=False)
+    # the argument, passed to both calls
+    tokens = small.encode(image, resize=False, max_native_pixels=2000)
+    with pytest.raises(CellLimitError, match="limit of 1,000 pixels.*max_native_pixels=N"):
+        small.decode(tokens)
+    assert small.decode(tokens, max_native_pixels=2000).size == (50, 40)
+    # or the attribute, once
+    small.max_native_pixels = 2000
+    assert torch.equal(small.encode(image, resize=False), tokens)
+    assert small.decode(tokens).size == (50, 40)
 
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
@@ -463,6 +489,88 @@ def test_cli_decode_max_cells(model, tmp_path, capsys):
     assert target.read_bytes() == b"earlier image"
     assert vqct("decode", tmp_path / "t.npy", "-o", target, "--model", model, "--max-cells", 144) == 0
     assert Image.open(target).size == (24, 24)
+
+
+def test_cli_decode_max_pixels_is_the_one_limit(model, tmp_path, capsys):
+    grid = np.broadcast_to(np.array([0, 1, 6]), (1, 12, 12, 3)).astype(np.int64)  # f = 2: 24x24 = 576 pixels
+    np.save(tmp_path / "t.npy", grid)
+    target = tmp_path / "o.png"
+    assert vqct("decode", tmp_path / "t.npy", "-o", target, "--model", model, "--max-pixels", 500) == 2
+    err = one_line_error(capsys, "decode")
+    assert "24x24 image (576 pixels), over the native-size limit of 500 pixels" in err
+    assert "rerun with --max-pixels N" in err and "max_native_pixels" not in err
+    assert vqct("decode", tmp_path / "t.npy", "-o", target, "--model", model, "--max-pixels", 576) == 0
+    assert Image.open(target).size == (24, 24)
+
+
+def test_an_oversized_png_header_is_refused_before_decoding_citing_one_limit(tok, tmp_path, monkeypatch, capsys):
+    """60000x60000 is far above twice PIL's limit, where PIL's own error cites the doubled figure;
+    the error cites the limit the help text gives, and at --native the native limit, from the header."""
+    path = tmp_path / "huge.png"
+    path.write_bytes(png_header(60_000, 60_000))
+    pil_limit = Image.MAX_IMAGE_PIXELS
+    with pytest.raises(PixelLimitError, match=rf"60000x60000 = 3,600,000,000 pixels, limit {pil_limit:,}\)"):
+        tok.encode(path)
+    # under PIL's limit but over the native one: refused from the header too (the file holds no pixels,
+    # so decoding it would fail otherwise)
+    path.write_bytes(png_header(6000, 5000))
+    with pytest.raises(PixelLimitError, match=rf"huge.png: 6000x5000 image .*over the native-size limit of "
+                                              rf"{DEFAULT_MAX_NATIVE_PIXELS:,} pixels"):
+        tok.encode(path, resize=False)
+    path.write_bytes(png_header(60_000, 60_000))
+    with pytest.raises(SystemExit):
+        vqct("encode", "--help")
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"{pil_limit:,}" in help_text and f"{2 * pil_limit:,}" not in help_text
+    assert vqct("encode", path, "-o", tmp_path / "t.pt") == 2
+    err = one_line_error(capsys, "encode")
+    assert f"limit {pil_limit:,})" in err and str(2 * pil_limit) not in err
+
+
+def _fail_to_allocate(monkeypatch, error: BaseException) -> None:
+    """Make decoding an image file fail as a failed allocation does (PIL's Image.core.new)."""
+    from PIL import ImageFile
+
+    def load(self):
+        raise error
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_memory_error_while_reading_is_a_clear_error(native, tok, model, tmp_path, monkeypatch, capsys):
+    path = tmp_path / "photo.png"
+    random_image(30, 40).save(path)
+    _fail_to_allocate(monkeypatch, MemoryError())
+    with pytest.raises(NotEnoughMemoryError, match="photo.png: not enough memory to decode its 40x30 pixels"):
+        tok.encode(path, resize=not native)
+    args = ["--native"] if native else []
+    for command, extra in (("encode", ["-o", tmp_path / "t.pt"]), ("reconstruct", ["-o", tmp_path / "r.png"])):
+        assert vqct(command, path, *extra, *args, "--model", model) == 2
+        err = one_line_error(capsys, command)
+        assert err.count("\n") == 1 and "photo.png: not enough memory" in err
+        assert "rerun with a smaller --max-pixels N" in err, err
+
+
+def test_torch_allocation_failure_in_decode_is_a_clear_error(tok, model, tmp_path, monkeypatch, capsys):
+    def decode_ids(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 123456789012 bytes. Error code 12 (Cannot allocate memory)")
+
+    monkeypatch.setattr(type(tok.model), "decode_ids", decode_ids)
+    grid = np.broadcast_to(np.array([0, 1, 6]), (1, 12, 12, 3)).astype(np.int64)
+    with pytest.raises(NotEnoughMemoryError, match="not enough memory to decode.*max_native_pixels=N"):
+        tok.decode(grid)
+    np.save(tmp_path / "t.npy", grid)
+    assert vqct("decode", tmp_path / "t.npy", "-o", tmp_path / "o.png", "--model", model) == 2
+    err = one_line_error(capsys, "decode")
+    assert "not enough memory to decode" in err and "rerun with a smaller --max-pixels N" in err
+    assert not (tmp_path / "o.png").exists()
+    # other RuntimeErrors are not taken for memory
+    monkeypatch.setattr(type(tok.model), "decode_ids", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("shape bug")))
+    with pytest.raises(RuntimeError, match="shape bug") as info:
+        tok.decode(grid)
+    assert not isinstance(info.value, MemoryError)
 
 
 def test_cli_decompression_bomb_names_the_flag_not_pil(model, tmp_path, capsys):

@@ -47,4 +47,39 @@ class CellLimitError(_LimitMixin, TokenError):
     """A token grid with more cells than ``decode`` will turn into an image."""
 
 
-__all__ = ["CellLimitError", "ConfigError", "ImageError", "PixelLimitError", "TokenError", "WeightsError"]
+class NotEnoughMemoryError(MemoryError):
+    """An allocation failed for an input the limits let through. Like the limit errors, the message
+    ends with what to change (here: which limit to lower, so such inputs are refused before any
+    work) in Python terms, and ``cli_message`` names the command-line flag instead. A MemoryError,
+    so ``except MemoryError`` still catches it."""
+
+    def __init__(self, problem: str, python_hint: str, cli_flag: str) -> None:
+        self.problem, self.python_hint, self.cli_flag = problem, python_hint, cli_flag
+        super().__init__(self._message(python_hint))
+
+    def _message(self, hint: str) -> str:
+        return f"{self.problem}. Free memory, or lower the limit so that such input is refused up front: {hint}"
+
+    def cli_message(self) -> str:
+        return self._message(f"rerun with a smaller {self.cli_flag} N")
+
+    def __reduce__(self):
+        return (type(self), (self.problem, self.python_hint, self.cli_flag))
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """A failed allocation: MemoryError, or torch's RuntimeError for one (CPU "DefaultCPUAllocator:
+    can't allocate memory", CUDA "out of memory"), told apart from other RuntimeErrors by its text."""
+    if isinstance(error, MemoryError):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)
+
+
+def gib(n_bytes: float) -> str:
+    """A byte count for a message: "2.3 GiB"."""
+    return f"{n_bytes / 2 ** 30:.1f} GiB"
+
+
+__all__ = ["CellLimitError", "ConfigError", "ImageError", "NotEnoughMemoryError", "PixelLimitError", "TokenError",
+           "WeightsError"]

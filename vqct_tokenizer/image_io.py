@@ -11,16 +11,17 @@ Value-range convention:
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from .errors import ImageError, PixelLimitError
+from .errors import ImageError, NotEnoughMemoryError, PixelLimitError, gib
 
 # A truncated file must be an error, not a silently grey-padded image.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -36,46 +37,67 @@ _PIL_HINT = "set PIL.Image.MAX_IMAGE_PIXELS = N before loading"
 _PIL_LIMIT_LOCK = threading.Lock()
 
 
-def load_image(path: str | os.PathLike, max_pixels: int | None = None, limit_hint: str | None = None) -> Image.Image:
+def load_image(path: str | os.PathLike, max_pixels: int | None = None, limit_hint: str | None = None,
+               size_check: Callable[[int, int], None] | None = None) -> Image.Image:
     """Open and fully decode an image file, with errors that name the file and the problem.
 
     ``max_pixels``: refuse images with more pixels than this (default: ``PIL.Image.MAX_IMAGE_PIXELS``,
-    about 89 million), before any pixel is decoded. ``limit_hint`` says in the error how to raise
-    that limit (the caller's argument name).
+    89,478,485 unless changed), before any pixel is decoded. ``limit_hint`` says in the error how to
+    raise that limit (the caller's argument name). ``size_check(height, width)``, if given, may refuse
+    the image too, also from its header alone. A failed allocation while decoding is a
+    NotEnoughMemoryError naming the file and its size.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"image file not found: {path}")
     if path.is_dir():
         raise ImageError(f"{path} is a directory, not an image file")
-    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    limit = pil_pixel_limit() if max_pixels is None else max_pixels
     hint = limit_hint or (_PIL_HINT if max_pixels is None else "pass max_pixels=N")
     try:
         with _open_image(path, limit) as img:
             check_pixel_limit(img, path, limit, hint)
-            img.load()  # decode now, so truncation and corruption surface here
-            return img.copy() if img.mode in ("RGB", "RGBA", "L") else img.convert(_safe_mode(img))
-    except Image.DecompressionBombError as e:  # PIL's own check, above twice its limit
-        raise PixelLimitError(f"{path}: image is too large to decode safely ({e})", hint, PIXELS_FLAG) from e
+            if size_check is not None:
+                size_check(img.height, img.width)
+            try:
+                img.load()  # decode now, so truncation and corruption surface here
+                return img.copy() if img.mode in ("RGB", "RGBA", "L") else img.convert(_safe_mode(img))
+            except MemoryError as e:
+                raise NotEnoughMemoryError(f"{path}: not enough memory to decode its {img.width}x{img.height} "
+                                           f"pixels ({img.width * img.height:,})", hint, PIXELS_FLAG) from e
     except UnidentifiedImageError as e:
         raise ImageError(f"{path}: not a readable image file (unknown or corrupt format)") from e
-    except ImageError:
+    except (ImageError, MemoryError):
         raise
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{path}: corrupt or truncated image ({e})") from e
 
 
+def pil_pixel_limit() -> int | None:
+    """PIL.Image.MAX_IMAGE_PIXELS, read under the lock that ``_open_image`` lifts it under."""
+    with _PIL_LIMIT_LOCK:
+        return Image.MAX_IMAGE_PIXELS
+
+
 def _open_image(path: Path, limit: int | None) -> Image.Image:
-    """Image.open, letting through images up to ``limit`` pixels even above PIL's global limit."""
-    pil_limit = Image.MAX_IMAGE_PIXELS
-    if limit is None or (pil_limit is not None and limit > pil_limit):
-        with _PIL_LIMIT_LOCK:
-            Image.MAX_IMAGE_PIXELS = limit  # open only reads the header; check_pixel_limit follows
-            try:
-                return Image.open(path)
-            finally:
-                Image.MAX_IMAGE_PIXELS = pil_limit
-    return Image.open(path)
+    """Image.open (the header only) leaving the size check to ``check_pixel_limit``, at ``limit``.
+
+    PIL checks its global limit itself only above twice it, with an error that cites that doubled
+    figure. So where ``limit`` is above PIL's or PIL refuses first, the file is opened with PIL's
+    check lifted (under a lock, restored after), and the one error a user sees cites ``limit``.
+    """
+    pil_limit = pil_pixel_limit()
+    if limit is not None and pil_limit is not None and limit <= pil_limit:
+        try:
+            return Image.open(path)
+        except Image.DecompressionBombError:
+            pass  # over twice PIL's limit: reopen, so that check_pixel_limit reports the real size
+    with _PIL_LIMIT_LOCK:
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            return Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
 
 
 def check_pixel_limit(img: Image.Image, path: str | os.PathLike, limit: int | None = None,
@@ -86,20 +108,23 @@ def check_pixel_limit(img: Image.Image, path: str | os.PathLike, limit: int | No
     still becomes a float tensor of 12 bytes per pixel (gigabytes), so refuse it at 1x. Inference,
     encode-dataset and training all call this, so they accept the same files.
     """
-    limit = Image.MAX_IMAGE_PIXELS if limit is None else limit
+    limit = pil_pixel_limit() if limit is None else limit
     if limit and img.width * img.height > limit:
         raise PixelLimitError(f"{path}: image is too large to decode safely ({img.width}x{img.height} = "
                               f"{img.width * img.height:,} pixels, limit {limit:,})", hint, PIXELS_FLAG)
 
 
-def read_image_file(path: str | os.PathLike, max_pixels: int | None = None,
-                    limit_hint: str | None = None) -> torch.Tensor:
+def read_image_file(path: str | os.PathLike, max_pixels: int | None = None, limit_hint: str | None = None,
+                    size_check: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """load_image + pil_to_tensor, with every error naming the file."""
-    img = load_image(path, max_pixels, limit_hint)
+    img = load_image(path, max_pixels, limit_hint, size_check)
     try:
         return pil_to_tensor(img)
     except ImageError as e:  # e.g. NaN in a float TIFF: say which file
         raise ImageError(f"{path}: {e}") from e
+    except MemoryError as e:
+        raise NotEnoughMemoryError(f"{path}: not enough memory for its {img.width}x{img.height} pixels as float32 "
+                                   f"({gib(12 * img.width * img.height)})", limit_hint or _PIL_HINT, PIXELS_FLAG) from e
 
 
 def _safe_mode(img: Image.Image) -> str:
@@ -191,20 +216,24 @@ def torch_to_tensors(t: torch.Tensor) -> list[torch.Tensor]:
     return list(t)
 
 
-def to_tensors(images: Any, max_pixels: int | None = None,
-               limit_hint: str | None = None) -> tuple[list[torch.Tensor], bool]:
+def to_tensors(images: Any, max_pixels: int | None = None, limit_hint: str | None = None,
+               size_check: Callable[[str, int, int], None] | None = None) -> tuple[list[torch.Tensor], bool]:
     """Normalise any accepted input to a list of (3, H, W) float tensors.
 
     Returns (tensors, batched): ``batched`` is False when the input was one image, so the caller
-    returns an unbatched result. ``max_pixels`` and ``limit_hint`` apply to image files (load_image).
+    returns an unbatched result. ``max_pixels`` and ``limit_hint`` apply to image files (load_image),
+    and so does ``size_check(name, height, width)``, called from a file's header before decoding.
     """
     if isinstance(images, (str, os.PathLike)):
-        return [read_image_file(images, max_pixels, limit_hint)], False
+        check = None if size_check is None else functools.partial(size_check, str(images))
+        return [read_image_file(images, max_pixels, limit_hint, check)], False
     if isinstance(images, Image.Image):
         return [pil_to_tensor(images)], False
     if isinstance(images, np.ndarray):
+        _check_shape(images, -3, -2, size_check)
         return array_to_tensors(images), images.ndim == 4
     if isinstance(images, torch.Tensor):
+        _check_shape(images, -2, -1, size_check)
         return torch_to_tensors(images), images.ndim == 4
     if isinstance(images, (list, tuple)):
         if len(images) == 0:
@@ -213,10 +242,20 @@ def to_tensors(images: Any, max_pixels: int | None = None,
         for i, item in enumerate(images):
             if isinstance(item, (list, tuple)):
                 raise ImageError(f"item {i} of the image list is itself a list; pass a flat list")
-            out.extend(to_tensors(item, max_pixels, limit_hint)[0])
+            check = size_check
+            if size_check is not None and not isinstance(item, (str, os.PathLike)):  # arrays: name by list index
+                def check(name: str, h: int, w: int, i: int = i) -> None:
+                    size_check(f"image {i}", h, w)
+            out.extend(to_tensors(item, max_pixels, limit_hint, check)[0])
         return out, True
     raise ImageError(f"cannot read an image from {type(images).__name__}; pass a path, PIL image, "
                      "numpy array or torch tensor (or a list of them)")
+
+
+def _check_shape(array: Any, h_axis: int, w_axis: int, size_check: Callable[[str, int, int], None] | None) -> None:
+    """size_check on an array's or tensor's (H, W) before it is converted to float32 (4x uint8)."""
+    if size_check is not None and array.ndim in (3, 4):
+        size_check("image 0", int(array.shape[h_axis]), int(array.shape[w_axis]))
 
 
 # ---------------------------------------------------------------------------------------- native-size limit
@@ -227,7 +266,7 @@ NATIVE_HINT = "pass encode(..., max_native_pixels=N) or set tokenizer.max_native
 def native_file_limit(limit: int | None) -> tuple[int | None, str]:
     """(max_pixels, limit_hint) for reading files at native size: PIL's limit, raised to ``limit``
     when that is larger, so raising the native limit is the one knob a user needs."""
-    pil_limit = Image.MAX_IMAGE_PIXELS
+    pil_limit = pil_pixel_limit()
     if limit is not None and pil_limit is not None and limit > pil_limit:
         return limit, NATIVE_HINT
     return None, NATIVE_HINT
@@ -294,23 +333,6 @@ def list_image_files(source: str | os.PathLike) -> tuple[Path, list[str]]:
 def list_image_paths(source: str | os.PathLike) -> list[Path]:
     root, files = list_image_files(source)
     return [root / f for f in files]
-
-
-# ---------------------------------------------------------------------------------------- geometry
-# Resizing, cropping, padding and the value range live in image_processor.ImageProcessor; these two
-# names stay importable from here for existing callers.
-def resize_to(img: torch.Tensor, resolution: int, mode: str, resample: str) -> torch.Tensor:
-    """(3, H, W) -> (3, R, R) following ``resize_mode``: ``ImageProcessor(R, mode, resample).resize``."""
-    from .image_processor import ImageProcessor
-
-    return ImageProcessor(resolution, mode, resample).resize(img)
-
-
-def pad_to_multiple(img: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Pad bottom/right by edge replication to a multiple: ``ImageProcessor.pad``."""
-    from .image_processor import ImageProcessor
-
-    return ImageProcessor(1, pad_multiple=multiple).pad(img)
 
 
 # ---------------------------------------------------------------------------------------- output

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import RESAMPLES, RESIZE_MODES, VQCTConfig
-from .image_io import check_native_pixels, native_file_limit, read_image_file, to_tensors
+from .image_io import check_native_pixels, check_native_size, native_file_limit, read_image_file, to_tensors
 
 #: Training ``data.crop`` -> the deterministic ``resize_mode`` inference must use for the same model.
 #: Random crops map to the crop they randomise: "random" moves the window of "center", and
@@ -146,15 +146,16 @@ class ImageProcessor:
         return F.pad(img[None], (0, pw, 0, ph), mode="replicate")[0]
 
     # ------------------------------------------------------------------ value range
+    # one new tensor each, the rest in place: at native size an image is hundreds of megabytes
     @staticmethod
     def normalize(x: torch.Tensor) -> torch.Tensor:
         """[0, 1] -> the model's [-1, 1]."""
-        return x * 2.0 - 1.0
+        return x.mul(2.0).sub_(1.0)
 
     @staticmethod
     def denormalize(x: torch.Tensor) -> torch.Tensor:
         """The model's [-1, 1] (a decoder output) -> float32 [0, 1], clamped."""
-        return x.float().add(1.0).mul(0.5).clamp(0.0, 1.0)
+        return x.float().add(1.0).mul_(0.5).clamp_(0.0, 1.0)
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         """(3, H, W) in [0, 1] -> the encoder's (3, R, R) input in [-1, 1]."""
@@ -169,8 +170,25 @@ class ImageProcessor:
         if resize:
             tensors, batched = to_tensors(images)
         else:  # files up to the native limit may be read even above PIL's default limit
-            tensors, batched = to_tensors(images, *native_file_limit(max_native_pixels))
+            def size_check(name: str, h: int, w: int) -> None:  # from a file's header, before decoding it
+                check_native_size(h, w, self.pad_multiple, max_native_pixels, name)
+
+            tensors, batched = to_tensors(images, *native_file_limit(max_native_pixels), size_check)
             check_native_pixels(tensors, self.pad_multiple, max_native_pixels, images)
         sizes = [(int(t.shape[1]), int(t.shape[2])) for t in tensors]
-        shaped = [self.resize(t) if resize else self.pad(t) for t in tensors]
-        return [self.normalize(t) for t in shaped], batched, sizes
+        shaped = []
+        for i in range(len(tensors)):  # dropping each input once shaped keeps one native image's copies alive
+            t, tensors[i] = tensors[i], None
+            shaped.append(self.normalize(self.resize(t) if resize else self.pad(t)))
+        return shaped, batched, sizes
+
+
+# Module-level forms of ImageProcessor's geometry, for callers that have no processor.
+def resize_to(img: torch.Tensor, resolution: int, mode: str, resample: str) -> torch.Tensor:
+    """(3, H, W) -> (3, R, R) following ``resize_mode``: ``ImageProcessor(R, mode, resample).resize``."""
+    return ImageProcessor(resolution, mode, resample).resize(img)
+
+
+def pad_to_multiple(img: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad bottom/right by edge replication to a multiple: ``ImageProcessor.pad``."""
+    return ImageProcessor(1, pad_multiple=multiple).pad(img)

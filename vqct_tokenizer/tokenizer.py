@@ -16,8 +16,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -26,19 +27,28 @@ from torch import nn
 from .atomic import atomic_write
 from .config import CONFIG_NAME, VOCAB_NAME, WEIGHTS_NAME, ConfigError, VQCTConfig
 from .defaults import DEFAULT_MODEL
-from .errors import CellLimitError, TokenError
+from .errors import CellLimitError, NotEnoughMemoryError, TokenError, is_out_of_memory
 from .fast_encode import DEFAULT_PRECISION, FastEncoders, check_precision
-from .image_io import to_output
+from .image_io import PIXELS_FLAG, to_output
 from .image_processor import ImageProcessor
 from .model_files import (check_state_dict, check_weights_header, default_vocab, hub_offline, index_name, one_line,
                           read_vocab, read_weights, resolve_model_dir, save_sharded, vocab_to_json, weights_file)
 from .models import VQAutoencoder
+from .tiling import decode_tiled, encode_tiled
 
 CODEBOOK_KEY = "codebook"
-#: Default bound on one native-size image (after padding to a multiple of f): encoder and decoder
-#: activations grow linearly with it, and a single unbounded image could exhaust memory.
-DEFAULT_MAX_NATIVE_PIXELS = 2048 * 2048
+#: Default bound on one native-size image, in pixels after padding to a multiple of f: the one limit
+#: of encode and decode of the same image. Tiling keeps the model's working memory to one tile, so
+#: what grows with the image is the image itself (a few float32 copies); see ``tiling``.
+DEFAULT_MAX_NATIVE_PIXELS = 6144 * 4096
+#: Native images wider or taller than ``DEFAULT_TILE_SIZE`` pixels are encoded and decoded in tiles
+#: of at most that side, overlapping by at least ``DEFAULT_TILE_OVERLAP`` pixels (both rounded to
+#: whole cells); chosen by ``benchmarks/tiling.py``.
+DEFAULT_TILE_SIZE = 512
+DEFAULT_TILE_OVERLAP = 64
 CELLS_FLAG = "--max-cells"
+#: How to change the one size limit from Python (the CLI names PIXELS_FLAG instead).
+LIMIT_HINT = "pass max_native_pixels=N to encode/decode/reconstruct or set tokenizer.max_native_pixels = N"
 
 
 class VQCTTokenizer(nn.Module):
@@ -48,14 +58,24 @@ class VQCTTokenizer(nn.Module):
         config: architecture, codebook sizes and preprocessing.
         vocab: one word per codebook row (adjectives first, then nouns). Defaults to placeholders.
 
-    Attributes bounding the work of one image (set them to None to lift a bound):
-        max_native_pixels: ``encode(resize=False)`` refuses larger images (counted after padding).
-        max_decode_cells: ``decode`` refuses larger grids; None (default) derives it from
-            ``max_native_pixels`` (pixels / f**2), so whatever encode accepts, decode accepts.
+    Attributes bounding the work and memory of one image (set them to None to lift a bound):
+        max_native_pixels: the one size limit, in pixels after padding to a multiple of f (default
+            6144*4096): ``encode(resize=False)`` refuses larger images (image files from their
+            header, before decoding them), and ``decode`` refuses grids that would decode to
+            larger images, so whatever native encode accepts, decode accepts.
+        max_decode_cells: kept for older code: a separate decode bound in cells h*w, which wins over
+            ``max_native_pixels`` when set; None (default) derives it from ``max_native_pixels``.
+        tile_size, tile_overlap: native images wider or taller than ``tile_size`` pixels (default
+            512) are encoded and decoded tile by tile, tiles overlapping by at least
+            ``tile_overlap`` pixels (default 64), both rounded to whole cells; memory then grows
+            with the tile, not the image (see ``vqct_tokenizer.tiling``). ``tile_size = None``
+            runs every image whole.
     """
 
     max_native_pixels: int | None = DEFAULT_MAX_NATIVE_PIXELS
     max_decode_cells: int | None = None
+    tile_size: int | None = DEFAULT_TILE_SIZE
+    tile_overlap: int = DEFAULT_TILE_OVERLAP
 
     def __init__(self, config: VQCTConfig, vocab: Sequence[str] | None = None) -> None:
         super().__init__()
@@ -134,26 +154,33 @@ class VQCTTokenizer(nn.Module):
             batch_size: images run through the encoder at a time.
             return_image_sizes: also return the original (H, W) of each image.
             max_native_pixels: with ``resize=False``, refuse (PixelLimitError) an image with more
-                pixels after padding; default ``self.max_native_pixels`` (2048*2048). Image files up
-                to this size are read even above PIL's own limit.
+                pixels after padding; default ``self.max_native_pixels`` (6144*4096). Image files up
+                to this size are read even above PIL's own limit, and files over it are refused from
+                their header. Pass the same value to ``decode`` (or set the attribute).
             precision: encoder path for this call, default ``self.precision``: "fp32" (the
                 reference), "fast" (float32, compiled; first call per shape compiles) or "bf16"
                 (bfloat16 trunk: 95 % identical tokens with vqct-faces64, 99.7 % with vqgan-faces64).
                 Nearest-code distances are float32 in all three.
+
+        Native images larger than ``tile_size`` run tile by tile (see the class notes). A failed
+        allocation is a NotEnoughMemoryError (a MemoryError) that names the limits to lower.
 
         Returns:
             LongTensor (h, w, k+1) for one image, (B, h, w, k+1) for a batch or list, on the model's
             device. With ``resize=False`` and mixed sizes, a list of (h_i, w_i, k+1) tensors.
         """
         precision = self.precision if precision is None else check_precision(precision)
-        inputs, batched, sizes = self.preprocess(images, resize=resize, max_native_pixels=max_native_pixels)
-        grids: list[torch.Tensor] = []
-        for start in range(0, len(inputs), batch_size):
-            chunk = inputs[start:start + batch_size]
-            if len({t.shape for t in chunk}) == 1:
-                grids.extend(self.encode_preprocessed(torch.stack(chunk), precision=precision))
-            else:  # native sizes differ: run one by one rather than pad to a common size
-                grids.extend(self.encode_preprocessed(t[None], precision=precision)[0] for t in chunk)
+        with self._memory_guard("encode", max_native_pixels):
+            inputs, batched, sizes = self.preprocess(images, resize=resize, max_native_pixels=max_native_pixels)
+            grids: list[torch.Tensor] = []
+            for start in range(0, len(inputs), batch_size):
+                chunk = inputs[start:start + batch_size]
+                if len(chunk) > 1 and len({t.shape for t in chunk}) == 1:
+                    grids.extend(self.encode_preprocessed(torch.stack(chunk), precision=precision))
+                else:  # one image (no stacked copy), or native sizes differ: no padding to a common size
+                    grids.extend(self.encode_preprocessed(t[None], precision=precision)[0] for t in chunk)
+                for i in range(start, min(start + batch_size, len(inputs))):
+                    inputs[i] = None  # each image's pixels go as soon as it is encoded
         if len({g.shape for g in grids}) == 1:
             out: Any = torch.stack(grids) if batched else grids[0]
         else:
@@ -168,11 +195,47 @@ class VQCTTokenizer(nn.Module):
 
         "fp32" runs the model in its own dtype (float32 unless loaded with ``dtype=``); "fast" and
         "bf16" run a cached copy of the encoder and always hand the quantizer a float32 latent.
+        Images larger than ``tile_size`` (with H and W multiples of f, as ``preprocess`` pads them)
+        are encoded one at a time, tile by tile, in the model's own dtype whatever ``precision``
+        says: the same tokens as the whole image up to float rounding (see ``tiling.encode_tiled``).
         """
         precision = self.precision if precision is None else check_precision(precision)
+        tile = self._tile_cells(int(x.shape[-2]), int(x.shape[-1]))
+        if tile is not None:
+            return torch.cat([encode_tiled(self.model, self.codebook, x[i:i + 1].to(self.device, self.dtype),
+                                           self.downsample_factor, tile * self.downsample_factor)
+                              for i in range(len(x))])
         if precision == "fp32":
             return self.model.encode_ids(x.to(self.device, self.dtype), self.codebook)
         return self._fast.encode_ids(self.model, x.to(self.device, torch.float32), self.codebook, precision)
+
+    def _tile_cells(self, height: int, width: int) -> int | None:
+        """The tile side in cells when an image of height x width pixels runs in tiles, else None."""
+        if self.tile_size is None:
+            return None
+        f = self.downsample_factor
+        tile = int(self.tile_size) // f
+        if tile < 1:
+            raise ValueError(f"tile_size {self.tile_size} is smaller than one cell ({f} pixels)")
+        if height % f or width % f or (height <= tile * f and width <= tile * f):
+            return None
+        return tile
+
+    @contextmanager
+    def _memory_guard(self, action: str, max_native_pixels: int | None = None) -> Iterator[None]:
+        """Turn a failed allocation (MemoryError, torch's RuntimeError) into a NotEnoughMemoryError
+        that names the limits to lower."""
+        try:
+            yield
+        except (MemoryError, RuntimeError) as e:
+            if isinstance(e, NotEnoughMemoryError) or not is_out_of_memory(e):
+                raise
+            limit = self.max_native_pixels if max_native_pixels is None else max_native_pixels
+            limit_text = "no limit" if limit is None else f"{limit:,} pixels"
+            raise NotEnoughMemoryError(
+                f"not enough memory to {action} at this size ({one_line(e)}); the native size limit is "
+                f"{limit_text}, tiles are {self.tile_size} pixels", f"{LIMIT_HINT} (or a smaller tile_size)",
+                PIXELS_FLAG) from e
 
     # ------------------------------------------------------------------ decode
     def check_tokens(self, tokens: Any) -> torch.Tensor:
@@ -211,7 +274,7 @@ class VQCTTokenizer(nn.Module):
 
     @torch.inference_mode()
     def decode(self, tokens: Any, *, output_type: str = "pil", image_size: tuple[int, int] | None = None,
-               batch_size: int = 16, max_cells: int | None = None) -> Any:
+               batch_size: int = 16, max_native_pixels: int | None = None, max_cells: int | None = None) -> Any:
         """Token grid(s) -> image(s).
 
         Args:
@@ -220,8 +283,14 @@ class VQCTTokenizer(nn.Module):
             output_type: "pil" (PIL.Image), "np" (uint8 (H, W, 3)) or "pt" (float (3, H, W) in [0, 1]).
             image_size: (H, W) to crop to, undoing the padding of ``encode(resize=False)``; for a
                 list of grids, a list of sizes.
-            max_cells: refuse (CellLimitError) a grid of more than h*w cells, whose image would take
-                unbounded memory; default ``self.max_decode_cells``, else max_native_pixels / f**2.
+            max_native_pixels: refuse (CellLimitError) a grid whose image (h*f x w*f) would have
+                more pixels: the same limit, and the same default (``self.max_native_pixels``), as
+                native ``encode``, so one value governs both.
+            max_cells: the older form of the bound, in cells h*w; wins over ``max_native_pixels``
+                when given, as does ``self.max_decode_cells`` when set.
+
+        Grids larger than ``tile_size`` pixels decode tile by tile, blended linearly across the
+        overlaps (see the class notes). A failed allocation is a NotEnoughMemoryError.
 
         Returns:
             One image for an (h, w, k+1) grid; a list (pil), a (B, H, W, 3) array (np) or a
@@ -230,32 +299,44 @@ class VQCTTokenizer(nn.Module):
         if isinstance(tokens, list) and tokens and isinstance(tokens[0], (torch.Tensor, np.ndarray)) \
                 and len({tuple(t.shape) for t in tokens}) > 1:
             sizes = image_size if image_size is not None else [None] * len(tokens)
-            return [self.decode(t, output_type=output_type, image_size=s, batch_size=batch_size, max_cells=max_cells)
+            return [self.decode(t, output_type=output_type, image_size=s, batch_size=batch_size,
+                                max_native_pixels=max_native_pixels, max_cells=max_cells)
                     for t, s in zip(tokens, sizes)]
         grid = self.check_tokens(tokens)
-        self._check_cells(grid, max_cells)
+        self._check_cells(grid, max_cells, max_native_pixels)
         batched = grid.ndim == 4
         if not batched:
             grid = grid[None]
-        outs = []
-        for start in range(0, grid.shape[0], batch_size):
-            x = self.model.decode_ids(grid[start:start + batch_size], self.codebook)
-            outs.append(ImageProcessor.denormalize(x))
-        images = torch.cat(outs)
-        if image_size is not None:
-            h, w = image_size
-            if h > images.shape[2] or w > images.shape[3]:
-                raise ValueError(f"image_size {image_size} is larger than the decoded {tuple(images.shape[2:])}")
-            images = images[:, :, :h, :w]
-        result = to_output(images, output_type)
+        f = self.downsample_factor
+        tile = self._tile_cells(int(grid.shape[1]) * f, int(grid.shape[2]) * f)
+        overlap = -(-int(self.tile_overlap) // f)  # whole cells, rounded up
+        with self._memory_guard("decode", max_native_pixels):
+            outs = []
+            for start in range(0, grid.shape[0], batch_size):
+                chunk = grid[start:start + batch_size]
+                if tile is None:
+                    x = self.model.decode_ids(chunk, self.codebook)
+                else:
+                    x = torch.cat([decode_tiled(lambda t: self.model.decode_ids(t, self.codebook), chunk[i:i + 1], f,
+                                                tile, overlap) for i in range(len(chunk))])
+                outs.append(ImageProcessor.denormalize(x))
+                del x
+            images = outs[0] if len(outs) == 1 else torch.cat(outs)
+            del outs
+            if image_size is not None:
+                h, w = image_size
+                if h > images.shape[2] or w > images.shape[3]:
+                    raise ValueError(f"image_size {image_size} is larger than the decoded {tuple(images.shape[2:])}")
+                images = images[:, :, :h, :w]
+            result = to_output(images, output_type)
         return result if batched else result[0]
 
     def reconstruct(self, images: Any, *, resize: bool = True, output_type: str = "pil",
                     max_native_pixels: int | None = None) -> Any:
-        """decode(encode(images)); with ``resize=False`` the output has each input's original size."""
+        """decode(encode(images)); with ``resize=False`` the output has each input's original size.
+        ``max_native_pixels`` bounds both halves."""
         tokens, sizes = self.encode(images, resize=resize, return_image_sizes=True, max_native_pixels=max_native_pixels)
-        # whatever the encoder accepted, the decoder must accept too
-        kw: dict[str, Any] = {"output_type": output_type, "max_cells": self._cell_limit(None, max_native_pixels)}
+        kw: dict[str, Any] = {"output_type": output_type, "max_native_pixels": max_native_pixels}
         if resize:
             return self.decode(tokens, **kw)
         if isinstance(tokens, list):
@@ -266,23 +347,22 @@ class VQCTTokenizer(nn.Module):
             return [self.decode(t, image_size=s, **kw) for t, s in zip(tokens, sizes)]
         return self.decode(tokens, image_size=sizes, **kw)
 
-    def _cell_limit(self, max_cells: int | None, max_native_pixels: int | None = None) -> int | None:
-        """The decode bound in cells: the argument, else max_decode_cells, else the native pixel bound / f**2."""
-        if max_cells is not None:
-            return max_cells
-        if self.max_decode_cells is not None:
-            return self.max_decode_cells
-        pixels = self.max_native_pixels if max_native_pixels is None else max_native_pixels
-        return None if pixels is None else max(1, pixels // self.downsample_factor ** 2)
-
-    def _check_cells(self, grid: torch.Tensor, max_cells: int | None) -> None:
-        limit = self._cell_limit(max_cells)
+    def _check_cells(self, grid: torch.Tensor, max_cells: int | None, max_native_pixels: int | None = None) -> None:
+        """Refuse a grid over the decode bound, before any work: ``max_cells`` (or the attribute
+        ``max_decode_cells``) in cells where set, else the native size limit in pixels."""
         h, w = int(grid.shape[-3]), int(grid.shape[-2])
-        if limit is not None and h * w > limit:
-            f = self.downsample_factor
-            raise CellLimitError(f"a {h}x{w} token grid ({h * w:,} cells) would decode to a {w * f}x{h * f} image; "
-                                 f"the limit is {limit:,} cells",
-                                 "pass decode(..., max_cells=N) or set tokenizer.max_decode_cells = N", CELLS_FLAG)
+        f = self.downsample_factor
+        cells = max_cells if max_cells is not None else (self.max_decode_cells if max_native_pixels is None else None)
+        if cells is not None:
+            if h * w > cells:
+                raise CellLimitError(f"a {h}x{w} token grid ({h * w:,} cells) would decode to a {w * f}x{h * f} "
+                                     f"image; the limit is {cells:,} cells",
+                                     "pass decode(..., max_cells=N) or set tokenizer.max_decode_cells = N", CELLS_FLAG)
+            return
+        limit = self.max_native_pixels if max_native_pixels is None else max_native_pixels
+        if limit is not None and h * w * f * f > limit:
+            raise CellLimitError(f"a {h}x{w} token grid would decode to a {w * f}x{h * f} image ({h * w * f * f:,} "
+                                 f"pixels), over the native-size limit of {limit:,} pixels", LIMIT_HINT, PIXELS_FLAG)
 
     # ------------------------------------------------------------------ words
     def describe(self, tokens: Any) -> Any:

@@ -50,10 +50,16 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(f".{args._module}", __name__)
     try:
         return int(module.run(args) or 0)
-    except (ValueError, OSError, RuntimeError) as e:
+    except (ValueError, OSError, RuntimeError, MemoryError) as e:
         # user errors are reported in one line; tracebacks are for bugs. A size-limit error names the
-        # command-line flag that raises the limit, not the Python argument or PIL global.
-        message = e.cli_message() if hasattr(e, "cli_message") else str(e)
+        # command-line flag that raises the limit, not the Python argument or PIL global; so does a
+        # NotEnoughMemoryError, for the limit to lower.
+        if hasattr(e, "cli_message"):
+            message = e.cli_message()
+        elif isinstance(e, MemoryError):  # an allocation outside the places that name their limit
+            message = f"not enough memory ({str(e) or 'MemoryError'}); free memory or give the command less input"
+        else:
+            message = str(e)
         print(f"vqct {args.command}: error: {message}", file=sys.stderr)
         return 2
 

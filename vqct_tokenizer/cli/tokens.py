@@ -3,8 +3,9 @@
 ``vqct encode`` writes, and ``vqct decode`` reads, the token files of ``vqct_tokenizer.tokens.files``
 (.pt and .json: tokens, image paths and sizes, model, config hash and ``VQCTConfig.token_layout``;
 .npy: the bare int64 array). Every file is written atomically. On untrusted input the work per
-image is bounded: ``--max-pixels`` (encode, reconstruct, describe) and ``--max-cells`` (decode)
-raise the bounds, and the errors name them.
+image is bounded by one limit, ``--max-pixels``, on every command here: the largest native image to
+encode or decode (and the largest file to read); errors name it, also when memory runs out.
+``vqct decode --max-cells`` (the same bound in cells) is kept for older scripts.
 
 Each command says what it did to every image: kept at its native size (and padded to a multiple of
 f), or resized to the model's resolution (and how: centre crop, stretch or white padding). Defaults:
@@ -28,6 +29,8 @@ from .outputs import check_image_output, output_paths, save_image
 
 # ---------------------------------------------------------------------------------------- arguments
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
+    from PIL import Image
+
     from ..defaults import DEFAULT_MODEL
     from ..tokenizer import DEFAULT_MAX_NATIVE_PIXELS
 
@@ -76,14 +79,16 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
                                + (" (default)" if native_default else ""))
         parser.set_defaults(resize=not native_default)
         parser.add_argument("--max-pixels", type=_positive_int, default=None, metavar="N",
-                            help=f"largest image file to read, in pixels (default: PIL's {pil_limit_text()}), and at "
-                                 "native size the largest to encode after padding (default: "
-                                 f"{pixels_text(DEFAULT_MAX_NATIVE_PIXELS)}); bounds memory and time on untrusted input")
-    else:
-        parser.add_argument("--max-cells", type=_positive_int, default=None, metavar="N",
-                            help="largest token grid to decode, in cells h*w (default: the native-size pixel limit "
-                                 f"of encode, {pixels_text(DEFAULT_MAX_NATIVE_PIXELS)}, divided by f**2); bounds memory "
+                            help=f"at --native, the largest image to encode and decode, in pixels after padding "
+                                 f"(default: {DEFAULT_MAX_NATIVE_PIXELS:,}); without --native, the largest image "
+                                 f"file to read (default: PIL's limit, {Image.MAX_IMAGE_PIXELS:,}). Bounds memory "
                                  "and time on untrusted input")
+    else:
+        parser.add_argument("--max-pixels", type=_positive_int, default=None, metavar="N",
+                            help="largest image to decode, in pixels: the --max-pixels of the encode "
+                                 f"(default: {DEFAULT_MAX_NATIVE_PIXELS:,}); bounds memory and time on untrusted input")
+        parser.add_argument("--max-cells", type=_positive_int, default=None, metavar="N",
+                            help="the same bound in token-grid cells h*w (older form of --max-pixels)")
 
 
 def pil_limit_text() -> str:
@@ -112,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
 
     commands = {"encode": run_encode, "decode": run_decode, "reconstruct": run_reconstruct, "describe": run_describe}
     max_pixels = getattr(args, "max_pixels", None)
-    if max_pixels is None:
+    if max_pixels is None or args.command == "decode":
         return commands[args.command](args)
     # --max-pixels is also the largest file to read: PIL's limit, for this command only (main() may
     # run inside a longer process, e.g. a test session)
@@ -144,7 +149,7 @@ def run_decode(args: argparse.Namespace) -> int:
     stored = read_token_file(args.tokens)
     model = decode_model(args.model, stored)
     try:
-        tok = load_tokenizer(model, args.device)
+        tok = load_tokenizer(model, args.device, max_pixels=args.max_pixels)
     except (OSError, ValueError) as e:
         if args.model is not None:
             raise
@@ -172,9 +177,11 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     for path, target in zip(args.images, targets):
         if args.resize:
             image = load_image(path)
-        else:  # check here, where the file name is known (encode sees a PIL image)
-            image = load_image(path, *native_file_limit(tok.max_native_pixels))
-            _check_native_size(tok, image, str(path))
+        else:  # check here, from the header, where the file name is known (encode sees a PIL image)
+            def size_check(h: int, w: int, name: str = str(path)) -> None:
+                _check_native_size(tok, h, w, name)
+
+            image = load_image(path, *native_file_limit(tok.max_native_pixels), size_check)
         tokens, size = tok.encode(image, resize=args.resize, return_image_sizes=True)
         out = tok.decode(tokens, image_size=None if args.resize else size)
         if args.side_by_side:
@@ -189,12 +196,12 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_native_size(tok, image, name: str) -> None:
+def _check_native_size(tok, h: int, w: int, name: str) -> None:
     """The native-size limit, with the other way out that reconstruct has: the model's resolution."""
     from ..errors import PixelLimitError
 
     try:
-        check_native_size(image.height, image.width, tok.downsample_factor, tok.max_native_pixels, name)
+        check_native_size(h, w, tok.downsample_factor, tok.max_native_pixels, name)
     except PixelLimitError as e:
         r = tok.config.resolution
         raise ValueError(f"{e.cli_message()}; or rerun with --resize to reconstruct it at the model's {r}x{r}") from e
