@@ -7,6 +7,11 @@ with our fast encoder paths and their token agreement with our float32 path.
     python benchmarks/throughput.py --make-random /tmp/faces64-random   # save a random faces64-size model
     python benchmarks/throughput.py --model /tmp/faces64-random --repeats 3 --warmup 1
 
+This script times and assembles the report; each other measurement lives in a module of its own:
+``peak_memory.py`` (peak RSS), ``flops.py`` (GFLOPs per call, dense-conv peak), ``token_agreement.py``
+(parity with diffusers, identical tokens of the fast paths) and ``bench_common.py`` (shared helpers).
+``throughput_cpu.py`` measures the default path against the reference on a photo, end to end.
+
 What is measured, for each batch size (default 1 and 32) and each implementation:
 
 * **encode**: image tensor (B, 3, H, W) in [-1, 1] -> token ids (B, h, w, k+1);
@@ -75,7 +80,6 @@ what to compare.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import platform
@@ -87,133 +91,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from bench_common import (FAST_IMPLS, build_callables, cpu_name, default_threads, diffusers_version, example_inputs,
+                          fmt, load_average, make_random_model)
+from flops import CONV_SHAPE, conv_peak, count_gflops
+from peak_memory import child_memory
+from token_agreement import agreement, parity
+
 IMPLS = ("ours", "diffusers")
 OPS = ("encode", "decode")
-# our fast encoder paths: implementation name -> VQCTTokenizer precision (encode only)
-FAST_IMPLS = {"ours-fast": "fast", "ours-bf16": "bf16"}
 GOAL_RATIO, GOAL_AGREEMENT = 1.5, 0.99
-CONV_SHAPE = {"batch": 8, "channels": 256, "size": 64}
-# A random model of the shipped faces64 architecture: vocabulary sizes of the faces prior.
-RANDOM_ADJECTIVES, RANDOM_NOUNS = 676, 1502
-
-
-# ----------------------------------------------------------------------------------------- helpers
-def default_threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def _status_mib(field: str) -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024  # kB
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def reset_peak_rss() -> str:
-    """Make the peak-RSS counter start from now; returns the method that will read it.
-
-    Linux: writing 5 to /proc/self/clear_refs resets VmHWM (this process's peak RSS) to the current
-    RSS. ``getrusage().ru_maxrss`` cannot be reset, and on Linux a child started by fork+exec starts
-    with its parent's peak: in a subprocess of this (large) benchmark it would read the parent's peak.
-    """
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        if _status_mib("VmHWM") is not None:
-            return "VmHWM"
-    except OSError:
-        pass
-    return "ru_maxrss"
-
-
-def peak_rss_mib(method: str) -> float:
-    if method == "VmHWM":
-        return _status_mib("VmHWM")
-    import resource
-
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
-
-
-def current_rss_mib() -> float | None:
-    return _status_mib("VmRSS")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def load_average() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
-
-
-def diffusers_version() -> str | None:
-    try:
-        import diffusers
-    except ImportError:
-        return None
-    return diffusers.__version__
-
-
-def make_random_model(folder: Path) -> Path:
-    """Save a random tokenizer of the faces64 training architecture (speed and memory only)."""
-    import torch
-
-    from vqct_tokenizer import VQCTConfig, VQCTTokenizer
-
-    spec = json.loads((REPO / "vqct_tokenizer" / "training" / "configs" / "faces64.json").read_text())["model"]
-    config = VQCTConfig(**spec, quantizer="dual", num_adjectives=RANDOM_ADJECTIVES, num_nouns=RANDOM_NOUNS,
-                        extra={"note": "random weights and codebook: for speed and memory benchmarks only"})
-    torch.manual_seed(0)
-    tok = VQCTTokenizer(config)
-    with torch.no_grad():
-        tok.codebook.normal_()
-    tok.save_pretrained(folder)
-    return folder
-
-
-def example_inputs(tok: Any, batch: int, seed: int = 0) -> tuple[Any, Any]:
-    """Random images in [-1, 1] and random valid token ids, deterministic for a seed."""
-    import torch
-
-    cfg = tok.config
-    g = torch.Generator().manual_seed(seed)
-    images = torch.rand(batch, 3, cfg.resolution, cfg.resolution, generator=g) * 2 - 1
-    h = cfg.latent_size
-    cols = [torch.randint(grp.code_start, grp.code_end, (batch, h, h, grp.k), generator=g) for grp in cfg.groups]
-    return images, torch.cat(cols, dim=-1)
-
-
-def build_callables(tok: Any, impl: str) -> dict[str, Any]:
-    """{'encode': images -> ids, 'decode': ids -> images} for one implementation."""
-    model, codebook = tok.model, tok.codebook
-    quantizer = model.quantizer
-    if impl in FAST_IMPLS:  # encode only: the decoder has no fast path
-        precision = FAST_IMPLS[impl]
-        return {"encode": lambda x: tok.encode_preprocessed(x, precision=precision)}
-    if impl == "ours":
-        return {"encode": lambda x: model.encode_ids(x, codebook),
-                "decode": lambda ids: model.decode_ids(ids, codebook)}
-    from vqct_tokenizer.interop import to_diffusers_vqmodel
-
-    vq = to_diffusers_vqmodel(tok)
-    return {"encode": lambda x: quantizer.encode(vq.encode(x).latents, codebook),
-            "decode": lambda ids: vq.decode(quantizer.lookup(ids, codebook), force_not_quantize=True).sample}
 
 
 # -------------------------------------------------------------------------- measurements (children)
@@ -252,41 +138,6 @@ def child_time(spec: dict[str, Any]) -> dict[str, Any]:
     return {"times": times, "first_call_s": first_call, "threads": torch.get_num_threads()}
 
 
-def child_memory(spec: dict[str, Any]) -> dict[str, Any]:
-    """Peak memory, in a fresh process holding one implementation: peak RSS over a few calls,
-    minus the RSS with the model and inputs loaded."""
-    import torch
-
-    torch.set_num_threads(spec["threads"])
-    from vqct_tokenizer import VQCTTokenizer
-
-    tok = VQCTTokenizer.from_pretrained(spec["model"])
-    fn = build_callables(tok, spec["impl"])[spec["op"]]
-    if spec["impl"] == "diffusers":  # our copy of the networks is not used: drop it (the quantizer stays)
-        tok.model.encoder = None
-        tok.model.decoder = None
-    images, ids = example_inputs(tok, spec["batch"], seed=spec["seed"])
-    arg = images if spec["op"] == "encode" else ids
-    first_call_growth = None
-    if spec["impl"] in FAST_IMPLS:  # build (and compile) the fast copy before the counter starts
-        before = current_rss_mib()
-        with torch.inference_mode():
-            fn(arg)
-        gc.collect()
-        after = current_rss_mib()
-        first_call_growth = None if before is None or after is None else after - before
-    gc.collect()
-    method = reset_peak_rss()
-    base = current_rss_mib() if method == "VmHWM" else peak_rss_mib(method)
-    with torch.inference_mode():
-        for _ in range(spec["calls"]):
-            out = fn(arg)
-            del out
-    peak = peak_rss_mib(method)
-    return {"method": method, "loaded_rss_mib": base, "peak_rss_mib": peak, "peak_rss_delta_mib": peak - base,
-            "first_call_rss_growth_mib": first_call_growth}
-
-
 def run_child(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
     env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]), MKL_NUM_THREADS=str(spec["threads"]))
     res = subprocess.run([sys.executable, str(Path(__file__).resolve()), f"--child-{kind}", json.dumps(spec)],
@@ -296,151 +147,7 @@ def run_child(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-# --------------------------------------------------------------------------------- in the main process
-def count_gflops(fn: Any, arg: Any) -> float:
-    """GFLOPs of one call, with CPU flash attention counted (torch's table lacks it)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    def cpu_sdpa_flops(q_shape, k_shape, v_shape, *args, **kwargs) -> int:
-        b, h, s_q, d = q_shape
-        s_k, d_v = k_shape[-2], v_shape[-1]
-        return 2 * b * h * s_q * d * s_k + 2 * b * h * s_q * s_k * d_v  # QK^T and (softmax)V
-
-    mapping = {}
-    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-    if op is not None:
-        mapping[op] = cpu_sdpa_flops
-    with torch.inference_mode(), FlopCounterMode(display=False, custom_mapping=mapping) as counter:
-        fn(arg)
-    return counter.get_total_flops() / 1e9
-
-
-def conv_peak(threads: int, repeats: int, warmup: int) -> dict[str, Any]:
-    """Median GFLOP/s of a large dense 3x3 convolution: what this CPU does on the network's main op."""
-    import torch
-
-    torch.set_num_threads(threads)
-    b, c, s = CONV_SHAPE["batch"], CONV_SHAPE["channels"], CONV_SHAPE["size"]
-    conv = torch.nn.Conv2d(c, c, 3, padding=1)
-    x = torch.randn(b, c, s, s, generator=torch.Generator().manual_seed(0))
-    gflop = 2 * b * c * c * 9 * s * s / 1e9
-    times = []
-    with torch.inference_mode():
-        for i in range(warmup + repeats):
-            start = time.perf_counter()
-            conv(x)
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
-    med = statistics.median(times)
-    return {"gflop_per_call": gflop, "times": times, "gflops_per_s": gflop / med, "best_gflops_per_s": gflop / min(times)}
-
-
-def parity(tok: Any, batch: int, atol: float, rtol: float) -> dict[str, Any]:
-    """Same images through ours and diffusers: latents, tokens, decoder outputs."""
-    import torch
-
-    from vqct_tokenizer.interop import to_diffusers_vqmodel
-
-    vq = to_diffusers_vqmodel(tok)
-    images, _ = example_inputs(tok, batch, seed=1)
-    m, cb = tok.model, tok.codebook
-    with torch.inference_mode():
-        lat_ours = m.encode_latent(images)
-        lat_diff = vq.encode(images).latents
-        ids_ours = m.quantizer.encode(lat_ours, cb)
-        ids_diff = m.quantizer.encode(lat_diff, cb)
-        z_q = m.quantizer.lookup(ids_ours, cb)
-        dec_ours = m.decode_latent(z_q)
-        dec_diff = vq.decode(z_q, force_not_quantize=True).sample
-    lat_ok = torch.allclose(lat_ours, lat_diff, atol=atol, rtol=rtol)
-    dec_ok = torch.allclose(dec_ours, dec_diff, atol=atol, rtol=rtol)
-    agree = (ids_ours == ids_diff).float().mean().item()
-    # Tokens are a nearest-neighbour argmin: a latent difference of 1e-6 may flip a near tie, so the
-    # check is on the latents; token agreement is reported (and expected to be 1.0 in practice).
-    return {
-        "images": batch, "atol": atol, "rtol": rtol,
-        "encoder_latent_max_abs_diff": (lat_ours - lat_diff).abs().max().item(),
-        "encoder_latent_max_abs": lat_ours.abs().max().item(),
-        "decoder_output_max_abs_diff": (dec_ours - dec_diff).abs().max().item(),
-        "decoder_output_max_abs": dec_ours.abs().max().item(),
-        "token_agreement": agree,
-        "latent_allclose": bool(lat_ok), "decoder_allclose": bool(dec_ok),
-        "passed": bool(lat_ok and dec_ok),
-    }
-
-
-def agreement(tok: Any, impls: list[str], data: str | None, count: int, batch: int) -> dict[str, Any]:
-    """Identical tokens, each fast path vs our float32 path, on ``count`` images of ``data``.
-
-    Images are resized as ``tok.encode`` does and go through ``tok.encode_preprocessed`` in batches of
-    ``batch``; a short last batch is padded with copies of its last image (outputs dropped) so that the
-    compiled path sees one input shape only. Without ``data``: seeded random images.
-    """
-    import torch
-
-    k1 = tok.config.tokens_per_cell
-    if data:
-        from vqct_tokenizer.dataset import list_inputs
-
-        root, files = list_inputs(data)
-        available = len(files)
-        files = [str(root / f) for f in files[:count]]
-        source = f"{data}: first {len(files)} of {available} images"
-        chunks = (torch.stack(tok.preprocess(files[i:i + batch])[0]) for i in range(0, len(files), batch))
-        total = len(files)
-    else:
-        source = f"{count} seeded random images (pass --agreement-data for real ones: noise says little)"
-        chunks = (example_inputs(tok, min(batch, count - i), seed=1000 + i)[0] for i in range(0, count, batch))
-        total = count
-    stats = {impl: {"tokens": 0, "cells": 0, "images": 0, "per_slot": torch.zeros(k1, dtype=torch.long),
-                    "first_batch_s": None, "seconds": 0.0} for impl in impls}
-    ref_seconds, n_images, n_cells = 0.0, 0, 0
-    with torch.inference_mode():
-        for x in chunks:
-            real = x.shape[0]
-            if real < batch:
-                x = torch.cat([x, x[-1:].expand(batch - real, *x.shape[1:])])
-            start = time.perf_counter()
-            ref = tok.encode_preprocessed(x, precision="fp32")[:real]
-            ref_seconds += time.perf_counter() - start
-            n_images += real
-            n_cells += ref.shape[0] * ref.shape[1] * ref.shape[2]
-            for impl in impls:
-                start = time.perf_counter()
-                out = tok.encode_preprocessed(x, precision=FAST_IMPLS[impl])[:real]
-                elapsed = time.perf_counter() - start
-                st = stats[impl]
-                if st["first_batch_s"] is None:
-                    st["first_batch_s"] = elapsed  # includes building (and compiling) the fast copy
-                else:
-                    st["seconds"] += elapsed
-                same = out == ref
-                st["tokens"] += int(same.sum())
-                st["cells"] += int(same.all(-1).sum())
-                st["images"] += int(same.flatten(1).all(1).sum())
-                st["per_slot"] += same.sum((0, 1, 2))
-    result: dict[str, Any] = {"source": source, "images": n_images, "requested": count, "batch": batch,
-                              "tokens_per_image": n_cells // max(n_images, 1) * k1, "paths": {}}
-    if n_images < total:
-        result["note"] = f"only {n_images} of {total} images were encoded"
-    for impl, st in stats.items():
-        result["paths"][impl] = {
-            "precision": FAST_IMPLS[impl],
-            "token_agreement": st["tokens"] / (n_cells * k1),
-            "cell_agreement": st["cells"] / n_cells,
-            "image_agreement": st["images"] / n_images,
-            "per_slot_agreement": [v / n_cells for v in st["per_slot"].tolist()],
-            "first_batch_s": st["first_batch_s"],
-        }
-    result["fp32_seconds"] = ref_seconds
-    return result
-
-
-def fmt(x: float | None, spec: str = ".1f") -> str:
-    return "n/a" if x is None else format(x, spec)
-
-
+# --------------------------------------------------------------------------------- report
 def markdown(report: dict[str, Any]) -> str:
     """One line per (op, batch, implementation)."""
     have_diff = report["diffusers"]["used"]
