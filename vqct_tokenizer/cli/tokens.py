@@ -147,7 +147,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
             image = load_image(path)
         else:  # check here, from the header, where the file name is known (encode sees a PIL image)
             def size_check(h: int, w: int, name: str = str(path)) -> None:
-                check_native_size(h, w, tok.downsample_factor, tok.max_native_pixels, name)
+                check_native_size(h, w, tok.downsample_factor, tok.max_native_pixels, name, tok.native_memory_bytes)
 
             image = load_image(path, *native_file_limit(tok.max_native_pixels), size_check)
         tokens, size = tok.encode(image, resize=args.resize, return_image_sizes=True)
