@@ -393,8 +393,10 @@ def test_native_encode_default_limit(tok):
     width = DEFAULT_MAX_NATIVE_PIXELS // height + 2  # f = 2: already a multiple
     # refused from its shape, before the array is converted to float or any encoder work: this test is fast
     wide = np.zeros((height, width, 3), dtype=np.uint8)
-    with pytest.raises(PixelLimitError, match=f"{height * width:,} pixels.*limit of {DEFAULT_MAX_NATIVE_PIXELS:,} pixels"):
+    with pytest.raises(PixelLimitError, match=f"{height * width:,} pixels.*limit of {DEFAULT_MAX_NATIVE_PIXELS:,} pixels; "
+                                              r"encoding and decoding it takes about \d+\.\d GiB of memory"):
         tok.encode(wide, resize=False)
+    assert tok.native_memory_bytes(4000, 6000) > tok.native_memory_bytes(2000, 3000) > 0
     small = VQCTTokenizer(tok.config)
     small.max_native_pixels = 100  # the attribute, per tokenizer
     with pytest.raises(PixelLimitError, match="limit of 100 pixels"):

@@ -272,22 +272,26 @@ def native_file_limit(limit: int | None) -> tuple[int | None, str]:
     return None, NATIVE_HINT
 
 
-def check_native_pixels(tensors: Sequence[torch.Tensor], factor: int, limit: int | None, images: Any = None) -> None:
+def check_native_pixels(tensors: Sequence[torch.Tensor], factor: int, limit: int | None, images: Any = None,
+                        memory: Callable[[int, int], int] | None = None) -> None:
     """Refuse any (3, H, W) image whose padded size (a multiple of ``factor``) exceeds ``limit`` pixels.
 
     The padded size is what the encoder and decoder process, so it is what bounds time and memory.
-    ``images`` (the caller's input) only serves to name a file in the message.
+    ``images`` (the caller's input) only serves to name a file in the message; ``memory(h, w)``,
+    if given, estimates the bytes a padded h x w image would need, for the message.
     """
     for i, t in enumerate(tensors):
-        check_native_size(int(t.shape[1]), int(t.shape[2]), factor, limit, _input_name(images, i, len(tensors)))
+        check_native_size(int(t.shape[1]), int(t.shape[2]), factor, limit, _input_name(images, i, len(tensors)), memory)
 
 
-def check_native_size(h: int, w: int, factor: int, limit: int | None, name: str) -> None:
+def check_native_size(h: int, w: int, factor: int, limit: int | None, name: str,
+                      memory: Callable[[int, int], int] | None = None) -> None:
     """check_native_pixels for one image of h x w pixels, named ``name`` in the error."""
     ph, pw = -(-h // factor) * factor, -(-w // factor) * factor
     if limit is not None and ph * pw > limit:
+        need = "" if memory is None else f"; encoding and decoding it takes about {gib(memory(ph, pw))} of memory"
         raise PixelLimitError(f"{name}: {w}x{h} image ({pw}x{ph} after padding to a multiple of {factor}, "
-                              f"{ph * pw:,} pixels) is over the native-size limit of {limit:,} pixels",
+                              f"{ph * pw:,} pixels) is over the native-size limit of {limit:,} pixels{need}",
                               NATIVE_HINT, PIXELS_FLAG)
 
 

@@ -24,7 +24,7 @@ Decisions, made once here:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -162,19 +162,22 @@ class ImageProcessor:
         return self.normalize(self.resize(img))
 
     # ------------------------------------------------------------------ the tokenizer's inputs
-    def preprocess(self, images: Any, resize: bool = True, max_native_pixels: int | None = None
+    def preprocess(self, images: Any, resize: bool = True, max_native_pixels: int | None = None,
+                   memory: Callable[[int, int], int] | None = None
                    ) -> tuple[list[torch.Tensor], bool, list[tuple[int, int]]]:
         """Any input ``VQCTTokenizer.encode`` accepts -> (list of (3, H', W') in [-1, 1], whether
         batched, original (H, W) of each). ``resize=False`` keeps the native size, padded to
-        ``pad_multiple``, and refuses images above ``max_native_pixels`` (None: no limit)."""
+        ``pad_multiple``, and refuses images above ``max_native_pixels`` (None: no limit), files and
+        arrays from their size before converting their pixels; ``memory(h, w)`` (bytes), if given,
+        puts the memory a refused image would need in the message."""
         if resize:
             tensors, batched = to_tensors(images)
         else:  # files up to the native limit may be read even above PIL's default limit
             def size_check(name: str, h: int, w: int) -> None:  # from a file's header, before decoding it
-                check_native_size(h, w, self.pad_multiple, max_native_pixels, name)
+                check_native_size(h, w, self.pad_multiple, max_native_pixels, name, memory)
 
             tensors, batched = to_tensors(images, *native_file_limit(max_native_pixels), size_check)
-            check_native_pixels(tensors, self.pad_multiple, max_native_pixels, images)
+            check_native_pixels(tensors, self.pad_multiple, max_native_pixels, images, memory)
         sizes = [(int(t.shape[1]), int(t.shape[2])) for t in tensors]
         shaped = []
         for i in range(len(tensors)):  # dropping each input once shaped keeps one native image's copies alive

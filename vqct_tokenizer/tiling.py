@@ -67,6 +67,25 @@ def blend_weights(starts: list[int], size: int, length: int) -> list[torch.Tenso
     return [(w / total[s:s + size]).float() for s, w in zip(starts, weights)]
 
 
+#: Resident memory of the interpreter with torch and the package loaded, before the model (measured).
+RUNTIME_BYTES = 300 * 2 ** 20
+
+
+def native_memory_bytes(config: Any, height: int, width: int, tile_size: int | None, model_bytes: int) -> int:
+    """About how much memory (peak resident) encoding, then decoding, one native image of
+    height x width pixels takes in one process: the runtime and model, one tile's activations,
+    and what grows with the image: per pixel, the image as 8-bit and float32 (16 bytes) plus, at
+    the peak of the tiled encode, the whole-image outputs of two consecutive encoder stages (96
+    bytes for the f = 8 default model). Checked against peaks measured with vqct-open-f8
+    (``benchmarks/tiling.py``, memory part); for messages, not a guarantee."""
+    outputs = [4.0 * config.ch * mult / 4 ** (i + 1) for i, mult in enumerate(config.ch_mult[:-1])]
+    pairs = [a + b for a, b in zip(outputs, outputs[1:])] or outputs or [0.0]
+    side = min(tile_size or max(height, width), max(height, width))
+    # the decoder's full-resolution level dominates a tile: about 7 activations of ch channels
+    tile_bytes = 7 * 4 * config.ch * side * side
+    return int(RUNTIME_BYTES + model_bytes + tile_bytes + (16 + max(pairs)) * height * width)
+
+
 class _Stop(Exception):
     """Ends a tile's run at the first GroupNorm whose whole-image statistics are still unknown."""
 

@@ -34,7 +34,7 @@ from .image_processor import ImageProcessor
 from .model_files import (check_state_dict, check_weights_header, default_vocab, hub_offline, index_name, one_line,
                           read_vocab, read_weights, resolve_model_dir, save_sharded, vocab_to_json, weights_file)
 from .models import VQAutoencoder
-from .tiling import decode_tiled, encode_tiled
+from .tiling import decode_tiled, encode_tiled, native_memory_bytes
 
 CODEBOOK_KEY = "codebook"
 #: Default bound on one native-size image, in pixels after padding to a multiple of f: the one limit
@@ -132,7 +132,15 @@ class VQCTTokenizer(nn.Module):
                    ) -> tuple[list[torch.Tensor], bool, list[tuple[int, int]]]:
         """Inputs -> list of (3, H', W') in [-1, 1], whether batched, original (H, W) of each."""
         limit = self.max_native_pixels if max_native_pixels is None else max_native_pixels
-        return self.image_processor.preprocess(images, resize=resize, max_native_pixels=limit)
+        return self.image_processor.preprocess(images, resize=resize, max_native_pixels=limit,
+                                               memory=self.native_memory_bytes)
+
+    def native_memory_bytes(self, height: int, width: int) -> int:
+        """About how many bytes of memory encoding and decoding one native image of height x width
+        (padded) pixels takes with the current tiles, model and runtime included (an estimate, for
+        choosing ``max_native_pixels``; see ``tiling.native_memory_bytes``)."""
+        params = sum(t.numel() * t.element_size() for t in self.state_dict().values())
+        return native_memory_bytes(self.config, height, width, self.tile_size, params)
 
     @torch.inference_mode()
     def encode(self, images: Any, *, resize: bool = True, batch_size: int = 16,

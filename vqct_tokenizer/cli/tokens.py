@@ -201,7 +201,7 @@ def _check_native_size(tok, h: int, w: int, name: str) -> None:
     from ..errors import PixelLimitError
 
     try:
-        check_native_size(h, w, tok.downsample_factor, tok.max_native_pixels, name)
+        check_native_size(h, w, tok.downsample_factor, tok.max_native_pixels, name, tok.native_memory_bytes)
     except PixelLimitError as e:
         r = tok.config.resolution
         raise ValueError(f"{e.cli_message()}; or rerun with --resize to reconstruct it at the model's {r}x{r}") from e
