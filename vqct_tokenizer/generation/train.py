@@ -164,7 +164,8 @@ def train_generator(tokens: str | Path, out_dir: str | Path, *, captions: str | 
     latest = find_latest(out) if resume else None
     if not resume and find_latest(out) is not None:
         raise ValueError(f"{out} already holds a generator run; pass --resume to continue it, or choose a new folder")
-    state = load_checkpoint(latest, map_location=device) if latest is not None else None
+    # on the CPU: RNG states must stay CPU tensors; load_state_dict moves the rest to the model's device
+    state = load_checkpoint(latest, map_location="cpu") if latest is not None else None
     opts = _settings(given, state["settings"] if state else None)
     if opts.threads:
         torch.set_num_threads(opts.threads)
