@@ -375,10 +375,9 @@ def test_strong_shipped_config_is_open_f8_learned_with_the_options_on():
     cb = cfg["codebook"]
     assert cb["source"] == "learned" and cb["cosine"] and cb["learned_init"] == "kmeans"
     assert cb["ema_decay"] > 0 and cb["restart_dead_after"] > 0 and not cb["simvq"]
-    assert cfg["model"]["codebook_dim"] < base["model"]["codebook_dim"]  # the low-dimensional lookup
-    for section in ("loss", "data", "optim"):
+    # since round 3 the default itself looks codes up by angle in 32 dims: the network and lookup are the same
+    assert cfg["model"]["codebook_dim"] == base["model"]["codebook_dim"] == 32 and base["codebook"]["cosine"]
+    for section in ("model", "loss", "data", "optim"):
         assert cfg[section] == base[section]
-    assert {k: v for k, v in cfg["model"].items() if k != "codebook_dim"} == \
-        {k: v for k, v in base["model"].items() if k != "codebook_dim"}
     strong = json.loads((CONFIG_DIR / "open-f8-learned-strong.json").read_text())
     assert strong["base"] == "open-f8-learned"  # it states only what it changes

@@ -254,9 +254,10 @@ def _resume(r: _Run) -> int:
     if r.ema is not None and "model_ema" in state:
         r.ema.load_state_dict(state["model_ema"])
     step = int(state["step"])
-    torch.set_rng_state(state["rng"]["torch"])
+    # RNG states are CPU ByteTensors whatever map_location moved them to
+    torch.set_rng_state(state["rng"]["torch"].cpu())
     if r.device.type == "cuda" and state["rng"].get("cuda") is not None:
-        torch.cuda.set_rng_state(state["rng"]["cuda"])
+        torch.cuda.set_rng_state(state["rng"]["cuda"].cpu())
     version, internal, gauss = state["rng"]["python"]
     random.setstate((version, tuple(internal), gauss))
     if r.is_main:
