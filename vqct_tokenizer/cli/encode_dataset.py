@@ -12,9 +12,10 @@ from pathlib import Path
 
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
+    from PIL import Image
+
     from ..defaults import DEFAULT_MODEL
     from ..tokenizer import DEFAULT_MAX_NATIVE_PIXELS
-    from .tokens import pil_limit_text, pixels_text
 
     parser.add_argument("source", metavar="DIR_OR_LIST",
                         help="a folder of images (searched recursively) or a text file of image paths, "
@@ -45,9 +46,9 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
                              "cuda:LOCAL_RANK under torchrun, else cpu)")
     parser.add_argument("--workers", type=int, default=2, help="image-decoding worker processes (default: 2)")
     parser.add_argument("--max-pixels", type=int, default=None, metavar="N",
-                        help=f"largest image file to read, in pixels (default: PIL's {pil_limit_text()}), and with "
-                             f"--native the largest to encode after padding (default: {pixels_text(DEFAULT_MAX_NATIVE_PIXELS)}"
-                             "); larger images are listed as failures")
+                        help=f"largest image to read, in pixels (default: PIL's limit, {Image.MAX_IMAGE_PIXELS:,}), "
+                             f"and with --native the largest to encode after padding (default: "
+                             f"{DEFAULT_MAX_NATIVE_PIXELS:,}); larger images are listed as failures")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
 
 

@@ -192,7 +192,7 @@ def encode_dataset(source: str | os.PathLike, out_dir: str | os.PathLike, tokeni
         progress: show a tqdm progress bar (rank 0 only).
         max_pixels: the largest image file to read (default: PIL.Image.MAX_IMAGE_PIXELS) and, with
             ``native``, the largest to encode after padding (default: the tokenizer's
-            ``max_native_pixels``, 2048*2048). Larger images are listed as failures.
+            ``max_native_pixels``, 4096*3072). Larger images are listed as failures.
 
     Under ``torchrun`` (RANK set) each rank encodes shards i with i % WORLD_SIZE == RANK and rank 0
     writes the manifest after a barrier. All ranks must see the same ``out_dir`` (a shared file system
