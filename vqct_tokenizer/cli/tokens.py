@@ -91,20 +91,6 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
                             help="the same bound in token-grid cells h*w (older form of --max-pixels)")
 
 
-def pil_limit_text() -> str:
-    from PIL import Image
-
-    return str(Image.MAX_IMAGE_PIXELS)
-
-
-def pixels_text(n: int) -> str:
-    """A pixel count as help text: "4194304 = 2048x2048" when it is a square."""
-    import math
-
-    side = math.isqrt(n)
-    return f"{n} = {side}x{side}" if side * side == n else str(n)
-
-
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
