@@ -167,6 +167,8 @@ def export_half(checkpoint: str | Path, out_dir: str | Path, *, dtype: torch.dty
     if state_path is None:
         raise FileNotFoundError(f"no checkpoint (ckpt_XXXXXXXX.pt) in {path}")
     raw = load_checkpoint(state_path)
+    if "model_ema" in raw:  # the trainer's optim.ema_decay average, same keys as "model"
+        raw = {**raw, "ema": raw["model_ema"]["shadow"]}
     # the average is what ships; the raw weights stay in the train state
     state = {**raw, "model": raw["ema"]} if "ema" in raw else raw
     tok = _export_tokenizer(state, state_path, state_path, resolution)
