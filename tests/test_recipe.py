@@ -187,3 +187,17 @@ def test_latent_participation_ratio_stays_above_the_bound(recipe, tmp_path):
         noun_pr.append(sum(r["latent_pr_noun"] for r in logs[-4:]) / 4)
     mean = sum(noun_pr) / len(noun_pr)
     assert mean >= NOUN_PR_BOUND, f"{recipe}: noun latent PR {mean:.2f} (seeds {noun_pr}) < {NOUN_PR_BOUND}"
+
+
+def test_half_export_ships_the_ema_weights(tiny_prior, image_dir, tmp_path):  # noqa: F811
+    from vqct_tokenizer import VQCTTokenizer
+    from vqct_tokenizer.training.export import export_half, load_train_state
+
+    train(tiny_cfg(tmp_path / "run", tiny_prior, image_dir, "optim.steps=3", "optim.ema_decay=0.99"))
+    state = load_checkpoint(find_latest(tmp_path / "run"))
+    export_half(tmp_path / "run", tmp_path / "out", dtype=torch.float32)
+    tok = VQCTTokenizer.from_pretrained(tmp_path / "out" / "tokenizer")
+    weight = "decoder.conv_out.weight"
+    assert torch.equal(tok.model.state_dict()[weight], state["model_ema"]["shadow"][f"autoencoder.{weight}"])
+    restored = load_train_state(tmp_path / "out" / "train-state")
+    assert torch.equal(restored["ema"][f"autoencoder.{weight}"], state["model_ema"]["shadow"][f"autoencoder.{weight}"])
