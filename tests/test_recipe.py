@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -182,7 +185,12 @@ def test_latent_participation_ratio_stays_above_the_bound(recipe, tmp_path):
             f"data.train={listing}", "data.workers=0", "data.crop=random_resized", "optim.batch_size=8",
             "optim.lr=2e-4", "optim.steps=300", f"run.seed={seed}", f"run.out_dir={out}", "run.log_every=25",
             "run.image_every=0", "run.ckpt_every=0", "run.threads=1", *RECIPES[recipe]])
-        train(cfg)
+        # a fresh interpreter: in one pytest process, state left by earlier tests changed these
+        # numbers (round 2's recipe passed the bound in the full suite, not alone)
+        config = tmp_path / f"config{seed}.json"
+        config.write_text(json.dumps(cfg))
+        subprocess.run([sys.executable, "-m", "vqct_tokenizer", "train", "--config", str(config)], check=True,
+                       capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         logs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         noun_pr.append(sum(r["latent_pr_noun"] for r in logs[-4:]) / 4)
     mean = sum(noun_pr) / len(noun_pr)
