@@ -185,8 +185,7 @@ def test_latent_participation_ratio_stays_above_the_bound(recipe, tmp_path):
             f"data.train={listing}", "data.workers=0", "data.crop=random_resized", "optim.batch_size=8",
             "optim.lr=2e-4", "optim.steps=300", f"run.seed={seed}", f"run.out_dir={out}", "run.log_every=25",
             "run.image_every=0", "run.ckpt_every=0", "run.threads=1", *RECIPES[recipe]])
-        # a fresh interpreter: in one pytest process, state left by earlier tests changed these
-        # numbers (round 2's recipe passed the bound in the full suite, not alone)
+        # a fresh interpreter, so that no state left by earlier tests can touch these numbers
         config = tmp_path / f"config{seed}.json"
         config.write_text(json.dumps(cfg))
         subprocess.run([sys.executable, "-m", "vqct_tokenizer", "train", "--config", str(config)], check=True,
