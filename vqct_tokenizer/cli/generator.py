@@ -14,6 +14,8 @@ import os
 import sys
 from pathlib import Path
 
+from .tokens import positive_int
+
 
 def _setting_flags() -> list[tuple[str, str, type, object]]:
     """(flag, field, type, default) of every GeneratorTraining field."""
@@ -73,7 +75,7 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("generator", metavar="GENERATOR",
                        help="a run folder of `vqct train-generator`, or its generator/ folder")
         p.add_argument("--caption", default=None, help="sample images of this caption (caption-conditioned generators)")
-        p.add_argument("-n", "--num", type=_positive_int, default=16, help="how many images (default: 16)")
+        p.add_argument("-n", "--num", type=positive_int, default=16, help="how many images (default: 16)")
         p.add_argument("-o", "--output", required=True, type=Path, help="the PNG grid to write")
         p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature; 0 is greedy (default: 1)")
         p.add_argument("--top-k", type=int, default=0, help="draw from the K likeliest ids of each slot (default: 0 = all)")
@@ -81,22 +83,15 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
                        help="classifier-free guidance scale with --caption (default: 1 = none; 2-4 follow the caption "
                             "more closely)")
         p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-        p.add_argument("--columns", type=_positive_int, default=None, help="grid columns (default: about sqrt(n))")
+        p.add_argument("--columns", type=positive_int, default=None, help="grid columns (default: about sqrt(n))")
         p.add_argument("--tokens-out", type=Path, default=None, metavar="FILE",
                        help="also write the sampled token grids (.pt, .json or .npy; `vqct decode` reads them)")
         p.add_argument("--model", default=None,
                        help="tokenizer to decode with (default: the one that encoded the generator's training tokens)")
-        p.add_argument("--batch-size", type=_positive_int, default=64, help="grids sampled at once (default: 64)")
+        p.add_argument("--batch-size", type=positive_int, default=64, help="grids sampled at once (default: 64)")
         p.add_argument("--device", default="auto", help="torch device (default: cuda if available)")
     else:
         raise ValueError(f"vqct_tokenizer.cli.generator has no command {name!r}")
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

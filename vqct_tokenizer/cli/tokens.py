@@ -53,7 +53,7 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("images", nargs="+", metavar="IMG", help="image files to describe")
         parser.add_argument("--full", action="store_true",
                             help="print the whole word grid, one row per line, instead of the summary")
-        parser.add_argument("--top", type=_positive_int, default=8, metavar="N",
+        parser.add_argument("--top", type=positive_int, default=8, metavar="N",
                             help="the summary lists the N most frequent words of each group (default: 8)")
     else:
         raise ValueError(f"vqct_tokenizer.cli.tokens has no command {name!r}")
@@ -78,20 +78,21 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
                                + ("; decode crops back" if name == "encode" else "")
                                + (" (default)" if native_default else ""))
         parser.set_defaults(resize=not native_default)
-        parser.add_argument("--max-pixels", type=_positive_int, default=None, metavar="N",
+        parser.add_argument("--max-pixels", type=positive_int, default=None, metavar="N",
                             help=f"at --native, the largest image to encode and decode, in pixels after padding "
                                  f"(default: {DEFAULT_MAX_NATIVE_PIXELS:,}); without --native, the largest image "
                                  f"file to read (default: PIL's limit, {Image.MAX_IMAGE_PIXELS:,}). Bounds memory "
                                  "and time on untrusted input")
     else:
-        parser.add_argument("--max-pixels", type=_positive_int, default=None, metavar="N",
+        parser.add_argument("--max-pixels", type=positive_int, default=None, metavar="N",
                             help="largest image to decode, in pixels: the --max-pixels of the encode "
                                  f"(default: {DEFAULT_MAX_NATIVE_PIXELS:,}); bounds memory and time on untrusted input")
-        parser.add_argument("--max-cells", type=_positive_int, default=None, metavar="N",
+        parser.add_argument("--max-cells", type=positive_int, default=None, metavar="N",
                             help="the same bound in token-grid cells h*w (older form of --max-pixels)")
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
