@@ -36,6 +36,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
+FINETUNE = ["codebook.source=fixed", "optim.lr=1e-4", "optim.warmup_steps=50", "optim.ema_decay=0.998"]
+COLOUR_FIX = ["data.hue_jitter=0.5", "data.saturation=[0.8,1.6]", "loss.colour_balance=0.5"]
+
 # name -> (config overrides on top of open-f8, what it tests)
 VARIANTS: dict[str, tuple[list[str], str]] = {
     "shipped": ([], "round-2 recipe: Euclidean lookup in 64 dims, straight-through, commitment 0.25"),
@@ -45,6 +48,20 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     "cos32": (["model.codebook_dim=32", "codebook.cosine=true"], "cosine lookup in 32 dims"),
     "rotation": (["loss.quantizer_gradient=rotation"], "the rotation trick instead of the straight-through estimator"),
     "no-quantizer": (["loss.quantizer_gradient=none"], "control: the decoder reads the unquantized latent (a plain autoencoder)"),
+    # colour probes, on top of round 3's open-f8 (--config open-f8 --out benchmarks/results/colour_probes)
+    "r3": ([], "the base recipe unchanged"),
+    "hue": (["data.hue_jitter=0.5", "data.saturation=[0.8,1.6]"],
+            "half the crops' chroma rotated by a random angle and scaled by 0.8-1.6"),
+    "balance": (["loss.colour_balance=1.0"], "L1 on whitened colour axes (green-magenta weighted 7.5x)"),
+    "balance-half": (["loss.colour_balance=0.5"], "L1 on colour axes weighted by the square root of whitening"),
+    "hue+balance": (["data.hue_jitter=0.5", "data.saturation=[0.8,1.6]", "loss.colour_balance=1.0"],
+                    "both"),
+    # the same as second stages of the shipped models: encoder and decoder fine-tuned around their
+    # frozen codebook (training/warm_start.py), at a lower learning rate
+    "ft-r3": (FINETUNE + ["run.init_from=vqct-open-f8"], "vqct-open-f8 fine-tuned with its own recipe (the control)"),
+    "ft-fix": (FINETUNE + ["run.init_from=vqct-open-f8"] + COLOUR_FIX, "vqct-open-f8 fine-tuned with the colour fix"),
+    "ft-fix-baseline": (FINETUNE + ["run.init_from=baseline-open-f8"] + COLOUR_FIX,
+                        "baseline-open-f8 fine-tuned with the colour fix"),
 }
 
 
@@ -70,6 +87,10 @@ def measure(out: Path, args: argparse.Namespace) -> dict:
     cached = out / "probe.json"
     if cached.is_file() and json.loads(cached.read_text()).get("steps") == args.steps:
         return json.loads(cached.read_text())
+    import numpy as np
+    from PIL import Image
+
+    from vqct_tokenizer.evaluation.colour import ChromaMeter
     from vqct_tokenizer.evaluation.evaluate import evaluate, list_images
     from vqct_tokenizer.evaluation.geometry import pc_truncation_psnr
     from vqct_tokenizer.evaluation.plain_inputs import score_plain_inputs
@@ -83,6 +104,11 @@ def measure(out: Path, args: argparse.Namespace) -> dict:
     report = evaluate(tok, test, resolution=256, limit=args.test_images, compute_fd=False, external=False,
                       progress=False, batch_size=8)
     photos = torch.stack([tok.preprocess(str(p))[0][0] for p in list_images(test, 8)])
+    chroma = ChromaMeter()
+    for path in list_images(test, 20):
+        image = np.asarray(Image.open(path).convert("RGB"))
+        image = image[: image.shape[0] // 8 * 8, : image.shape[1] // 8 * 8]
+        chroma.update(image, tok.reconstruct(image, resize=False, output_type="np"))
     with torch.no_grad():
         truncation = pc_truncation_psnr(tok.model, tok.config, photos, ks=(1, 2, 4))
     result = {
@@ -92,6 +118,7 @@ def measure(out: Path, args: argparse.Namespace) -> dict:
         "geometry": report["latent_geometry"]["groups"],
         "pc_truncation_psnr": truncation,
         "plain": score_plain_inputs(tok),
+        "chroma": chroma.result(),
     }
     cached.write_text(json.dumps(result, indent=1) + "\n")
     return result
@@ -114,10 +141,10 @@ def _mean_sd(values: list[float]) -> str:
 
 
 def summarise(results: dict[str, dict[int, dict]]) -> str:
-    plain_names = ["flat-red", "flat-green", "flat-blue", "flat-teal", "gradient", "colour-ramp", "checkerboard"]
+    plain_names = ["flat-red", "flat-green", "flat-blue", "flat-teal", "flat-magenta", "gradient", "colour-ramp", "checkerboard"]
     head = ("| variant | seeds | latent PR adj / noun | top share adj / noun | PSNR / SSIM | full − top-2 PCs (dB) | "
-            "usage adj / noun % | min plain | " + " | ".join(plain_names) + " |")
-    lines = [head, "|" + "---|" * (8 + len(plain_names))]
+            "usage adj / noun % | chroma slope Cb / Cr | min plain | " + " | ".join(plain_names) + " |")
+    lines = [head, "|" + "---|" * (9 + len(plain_names))]
     for variant, by_seed in results.items():
         runs = list(by_seed.values())
         g = lambda grp, key: [r["geometry"][grp][key] for r in runs]  # noqa: E731
@@ -127,6 +154,8 @@ def summarise(results: dict[str, dict[int, dict]]) -> str:
                f"{_mean_sd([r['psnr'] for r in runs])} / {_mean_sd([r['ssim'] for r in runs])}",
                _mean_sd([r["pc_truncation_psnr"]["full"] - r["pc_truncation_psnr"]["top2"] for r in runs]),
                f"{_mean_sd([r['usage']['adjective'] for r in runs])} / {_mean_sd([r['usage']['noun'] for r in runs])}",
+               (f"{_mean_sd([r['chroma']['slope']['Cb'] for r in runs if 'chroma' in r])} / "
+                f"{_mean_sd([r['chroma']['slope']['Cr'] for r in runs if 'chroma' in r])}"),
                _mean_sd([min(r["plain"].values()) for r in runs]),
                *(_mean_sd([r["plain"][n] for r in runs]) for n in plain_names)]
         lines.append("| " + " | ".join(row) + " |")
@@ -145,6 +174,7 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=2, help="runs trained at once (one thread each)")
     p.add_argument("--report-only", action="store_true", help="measure finished runs, train nothing")
     p.add_argument("--out", type=Path, default=RESULTS / "collapse_probes")
+    p.add_argument("--title", default="Latent-collapse probes")
     args = p.parse_args()
 
     jobs = [(v, s) for v in args.variants for s in args.seeds]
@@ -164,8 +194,9 @@ def main() -> None:
     args.out.with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n")
     table = summarise(results)
     args.out.with_suffix(".md").write_text(
-        f"# Latent-collapse probes ({args.steps} steps of {args.config}, batch 8, 64² crops)\n\n"
-        f"Command: `python benchmarks/collapse_probes.py --data-root ../shared/data --steps {args.steps}`\n\n"
+        f"# {args.title} ({args.steps} steps of {args.config}, batch 8, 64² crops)\n\n"
+        f"Command: `python benchmarks/collapse_probes.py --data-root ../shared/data --steps {args.steps} "
+        f"--config {args.config} --variants {' '.join(results)} --out {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}`\n\n"
         + "\n".join(f"- `{v}`: {VARIANTS[v][1]} ({' '.join(VARIANTS[v][0]) or 'no overrides'})" for v in results if v in VARIANTS)
         + "\n\n" + table + "\n")
     print(table)

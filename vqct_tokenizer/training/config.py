@@ -22,7 +22,7 @@ DEFAULTS: dict[str, Any] = {
     },
     "codebook": {
         "quantizer": "vqct",       # vqct (adjective + noun groups) | vq (plain VQGAN, num_codes)
-        "source": "transfer",      # transfer (from word vectors) | learned (from scratch)
+        "source": "transfer",      # transfer (from word vectors) | learned (from scratch) | fixed (run.init_from's, frozen)
         "transfer": "gcn",         # gcn | mlp | linear
         "pos": "split",            # split (adjective + noun codebooks) | single (one codebook of all words)
         "word_vectors": "language",  # language (the prior's embeddings) | random (frozen Gaussian, same shape)
@@ -50,9 +50,14 @@ DEFAULTS: dict[str, Any] = {
         # ste (straight-through) | rotation (Fifty et al. 2024's rotation trick) | none (a diagnostic control:
         # the decoder reads the unquantized latent, as a plain autoencoder; ids and VQ losses still computed)
         "quantizer_gradient": "ste",
+        # L1 on the training photos' colour principal axes, axis i weighted (std_lum / std_i) ** a:
+        # 0 = plain RGB L1, 1 = whitened colours (training/colour.py)
+        "colour_balance": 0.0,
         "disc_start": 10000, "disc_weight": 0.8, "disc_layers": 3, "disc_channels": 64,
     },
-    "data": {"train": None, "crop": "resize", "scale": [0.33, 1.0], "flip": True, "workers": 2},
+    "data": {"train": None, "crop": "resize", "scale": [0.33, 1.0], "flip": True, "workers": 2,
+             # probability of rotating a crop's chroma by a random angle, scaled by a factor in saturation
+             "hue_jitter": 0.0, "saturation": [1.0, 1.0]},
     "optim": {
         "batch_size": 8, "lr": 7.2e-5, "betas": [0.5, 0.9], "steps": 100000, "grad_clip": 0.0,
         # linear warm-up, then constant or cosine decay to min_lr_ratio * lr at optim.steps (schedule.py)
@@ -63,6 +68,9 @@ DEFAULTS: dict[str, Any] = {
     "run": {
         "out_dir": "runs/vqct", "seed": 0, "precision": "auto", "threads": 0, "channels_last": True,
         "ckpt_every": 1000, "keep": 3, "log_every": 50, "image_every": 1000, "usage_window": 50,
+        # an exported tokenizer folder (or shipped model name) whose autoencoder weights the run starts
+        # from; with codebook.source=fixed its codebook too, frozen (training/warm_start.py)
+        "init_from": None,
     },
 }
 
@@ -166,7 +174,7 @@ def validate(cfg: dict[str, Any]) -> None:
     cb, loss, run = cfg["codebook"], cfg["loss"], cfg["run"]
     choices = {
         "codebook.quantizer": (cb["quantizer"], ("vqct", "vq")),
-        "codebook.source": (cb["source"], ("transfer", "learned")),
+        "codebook.source": (cb["source"], ("transfer", "learned", "fixed")),
         "codebook.transfer": (cb["transfer"], ("gcn", "mlp", "linear")),
         "codebook.pos": (cb["pos"], ("split", "single")),
         "codebook.word_vectors": (cb["word_vectors"], ("language", "random")),
@@ -182,6 +190,11 @@ def validate(cfg: dict[str, Any]) -> None:
     for name, (value, allowed) in choices.items():
         if value not in allowed:
             raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    if cb["source"] == "fixed" and not run.get("init_from"):
+        raise ValueError("codebook.source=fixed takes its codebook from run.init_from: set run.init_from to an "
+                         "exported tokenizer folder or shipped model name")
+    if cb["source"] == "fixed" and cb["quantizer"] != "vqct":
+        raise ValueError("codebook.source=fixed is for the VQCT quantizer (word codes): set codebook.quantizer=vqct")
     if cb["quantizer"] == "vq" and cb["source"] != "learned":
         raise ValueError("codebook.quantizer=vq learns its codebook: set codebook.source=learned")
     _validate_learned_options(cb)
@@ -189,6 +202,11 @@ def validate(cfg: dict[str, Any]) -> None:
         raise ValueError("optim.batch_size must be >= 1 and optim.steps >= 0")
     if not 0.0 <= float(cfg["optim"]["ema_decay"]) < 1.0:
         raise ValueError(f"optim.ema_decay must be in [0, 1) (0 = off), got {cfg['optim']['ema_decay']!r}")
+    balance = loss["colour_balance"]
+    if isinstance(balance, bool) or not isinstance(balance, (int, float)) or not 0.0 <= balance <= 1.0:
+        raise ValueError(f"loss.colour_balance must be a number in [0, 1] (0 = RGB L1), got {balance!r}")
+    if balance and loss["recon"] != "l1":
+        raise ValueError("loss.colour_balance weights an L1: set loss.recon=l1")
     if int(cfg["optim"]["warmup_steps"]) < 0 or not 0.0 <= float(cfg["optim"]["min_lr_ratio"]) <= 1.0:
         raise ValueError("optim.warmup_steps must be >= 0 and optim.min_lr_ratio in [0, 1]")
 

@@ -21,6 +21,7 @@ from torch.utils.data import Dataset, Sampler
 
 from ..image_io import list_image_paths
 from ..image_processor import TRAINING_CROPS, ImageProcessor, resize_mode_for_crop
+from .colour import jitter_chroma
 
 CROPS = tuple(TRAINING_CROPS)
 #: The resampling of training images (the trainer keeps ImageDataset's default); export writes it
@@ -36,16 +37,25 @@ class ImageDataset(Dataset):
     s·(short side), s uniform in ``scale``, at a random position, resized to R (never upsampled: the
     side is at least R). A fully convolutional model trained on such crops sees objects at many
     scales and encodes any image size natively.
+
+    ``hue_jitter``: the probability that a sample's chroma is rotated by a random angle and scaled by
+    a factor in ``saturation`` (``training/colour.py``); 0 leaves colours alone.
     """
 
     def __init__(self, source: str | Path, resolution: int, crop: str = "resize", flip: bool = True,
-                 scale: tuple[float, float] = (0.33, 1.0), resample: str = TRAIN_RESAMPLE) -> None:
+                 scale: tuple[float, float] = (0.33, 1.0), resample: str = TRAIN_RESAMPLE,
+                 hue_jitter: float = 0.0, saturation: tuple[float, float] = (1.0, 1.0)) -> None:
         mode = resize_mode_for_crop(crop)  # checks crop
         lo, hi = float(scale[0]), float(scale[1])
         if not 0.0 < lo <= hi <= 1.0:
             raise ValueError(f"data.scale must be [lo, hi] with 0 < lo <= hi <= 1, got {list(scale)}")
+        if not 0.0 <= float(hue_jitter) <= 1.0:
+            raise ValueError(f"data.hue_jitter must be a probability in [0, 1], got {hue_jitter!r}")
+        if not 0.0 <= float(saturation[0]) <= float(saturation[1]):
+            raise ValueError(f"data.saturation must be [lo, hi] with 0 <= lo <= hi, got {list(saturation)}")
         self.files = list_image_paths(source)
         self.resolution, self.crop, self.flip, self.scale = resolution, crop, flip, (lo, hi)
+        self.hue_jitter, self.saturation = float(hue_jitter), (float(saturation[0]), float(saturation[1]))
         self.processor = ImageProcessor(resolution, mode, resample)
 
     def __len__(self) -> int:
@@ -72,7 +82,13 @@ class ImageDataset(Dataset):
             x = proc.resize(img)
         if self.flip and rng.random() < 0.5:
             x = x.flip(-1)
+        if self.hue_jitter and rng.random() < self.hue_jitter:
+            x = jitter_chroma(x, rng, self.saturation)
         return proc.normalize(x)
+
+    def plain_sample(self, index: int) -> torch.Tensor:
+        """Item ``index`` as the tokenizer's preprocessing makes it (no random crop, flip or jitter), in [-1, 1]."""
+        return self.processor.normalize(self.processor.resize(self.processor.load(self.files[index])))
 
 
 class ResumableSampler(Sampler):

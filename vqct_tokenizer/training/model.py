@@ -41,7 +41,11 @@ class VQCTTrainModel(nn.Module):
     def codebook(self) -> torch.Tensor:
         """(K, D): the codebook the quantizer uses and export bakes (unit rows under the cosine lookup)."""
         codebook = self.codebook_source()
-        return F.normalize(codebook, dim=1) if self.config.normalize_codes else codebook
+        # a frozen codebook from an export is already what the quantizer uses: renormalising would move
+        # its rows by an ulp, and the fine-tuned export would no longer carry the start's codes bit for bit
+        if self.config.normalize_codes and not getattr(self.codebook_source, "final_rows", False):
+            return F.normalize(codebook, dim=1)
+        return codebook
 
     def forward(self, x: torch.Tensor) -> ForwardOutput:
         ae = self.autoencoder
@@ -98,6 +102,24 @@ def build_model(cfg: dict[str, Any], prior_dir: str | Path | None = None) -> VQC
         config = VQCTConfig(**arch, quantizer="vq", num_codes=int(cb["num_codes"]), extra=provenance)
         return VQCTTrainModel(config, build_learned_codebook(cb, config), None, cfg["loss"]["beta"], cfg["loss"]["quantizer_gradient"])
 
+    start = None
+    if cfg["run"].get("init_from"):
+        from .warm_start import load_start
+
+        start = load_start(cfg["run"]["init_from"])
+        provenance["training"]["init_from"] = str(cfg["run"]["init_from"])
+    if cb["source"] == "fixed":  # the start folder's codebook, frozen (training/warm_start.py)
+        from .warm_start import FixedCodebook, load_autoencoder
+
+        sc = start.config
+        config = VQCTConfig(**arch, quantizer="vqct", num_adjectives=sc.num_adjectives, num_nouns=sc.num_nouns,
+                            k_adjectives=int(m["k_adjectives"]), shared_codebook=cb["pos"] == "single",
+                            extra={**provenance, **({"prior": sc.extra["prior"]} if "prior" in sc.extra else {})})
+        model = VQCTTrainModel(config, FixedCodebook(start.codebook), list(start.vocab), cfg["loss"]["beta"],
+                               cfg["loss"]["quantizer_gradient"])
+        load_autoencoder(model, start, cfg["run"]["init_from"])
+        return model
+
     from ..codebook.prior import load_prior
 
     prior = load_prior(prior_dir if prior_dir is not None else resolve_prior_dir(cfg))
@@ -106,7 +128,8 @@ def build_model(cfg: dict[str, Any], prior_dir: str | Path | None = None) -> VQC
     config = VQCTConfig(**arch, quantizer="vqct", num_adjectives=a, num_nouns=n, k_adjectives=int(m["k_adjectives"]),
                         shared_codebook=cb["pos"] == "single", extra=provenance)
     if cb["source"] == "learned":  # rate-matched VQGAN: the VQCT layout, codebooks from scratch
-        return VQCTTrainModel(config, build_learned_codebook(cb, config), None, cfg["loss"]["beta"], cfg["loss"]["quantizer_gradient"])
+        return _warm(VQCTTrainModel(config, build_learned_codebook(cb, config), None, cfg["loss"]["beta"],
+                                    cfg["loss"]["quantizer_gradient"]), start, cfg)
 
     words = torch.cat([prior.adjective_embeddings, prior.noun_embeddings])  # (A+N, E)
     if cb["word_vectors"] == "random":
@@ -120,4 +143,14 @@ def build_model(cfg: dict[str, Any], prior_dir: str | Path | None = None) -> VQC
         adjacency = normalized_adjacency(prior.edge_index(), prior.edge_weight(), a, n, cb["edge_weight"], cb["adjacency_norm"])
     source = CodebookTransfer(words, config.codebook_dim, cb["transfer"], adjacency, float(cb["gcn_dropout"]))
     vocab = prior.vocab()
-    return VQCTTrainModel(config, source, vocab, cfg["loss"]["beta"], cfg["loss"]["quantizer_gradient"])
+    return _warm(VQCTTrainModel(config, source, vocab, cfg["loss"]["beta"], cfg["loss"]["quantizer_gradient"]),
+                 start, cfg)
+
+
+def _warm(model: VQCTTrainModel, start: Any, cfg: dict[str, Any]) -> VQCTTrainModel:
+    """``model`` with its autoencoder loaded from ``run.init_from`` when one is set."""
+    if start is not None:
+        from .warm_start import load_autoencoder
+
+        load_autoencoder(model, start, cfg["run"]["init_from"])
+    return model

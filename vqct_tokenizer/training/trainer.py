@@ -45,6 +45,7 @@ from .checkpoint import find_latest, load_checkpoint, save_checkpoint
 from .data import ImageDataset, ResumableSampler
 from .discriminator import PatchDiscriminator
 from .learned_codebook import LEARNED_OPTION_DEFAULTS
+from .colour import ColourBalancedL1, colour_axes, sample_pixels
 from .losses import adaptive_weight, hinge_d_loss, reconstruction_loss
 from .model import build_model, resolve_prior_dir
 from .perceptual import build_perceptual
@@ -83,6 +84,7 @@ class _Run:
     memory_format: torch.memory_format
     ddp_model: nn.Module = field(init=False)
     ddp_disc: nn.Module = field(init=False)
+    colour_l1: ColourBalancedL1 | None = None   # loss.colour_balance > 0: set from the data in _build_data
 
     @property
     def is_main(self) -> bool:
@@ -217,12 +219,21 @@ def _build_run(cfg: dict[str, Any]) -> _Run:
 def _build_data(cfg: dict[str, Any], r: _Run) -> tuple[ImageDataset, ResumableSampler, int, int]:
     """(dataset, sampler, batch per rank, steps per epoch); the ragged last batch is dropped."""
     data = cfg["data"]
-    dataset = ImageDataset(data["train"], cfg["model"]["resolution"], data["crop"], data["flip"], tuple(data["scale"]))
+    dataset = ImageDataset(data["train"], cfg["model"]["resolution"], data["crop"], data["flip"], tuple(data["scale"]),
+                           hue_jitter=float(data["hue_jitter"]), saturation=tuple(data["saturation"]))
     sampler = ResumableSampler(len(dataset), cfg["run"]["seed"], r.rank, r.world)
     local_batch = cfg["optim"]["batch_size"] // r.world
     steps_per_epoch = sampler.per_rank // local_batch
     if steps_per_epoch == 0:
         raise ValueError(f"{len(dataset)} images is fewer than one batch of {cfg['optim']['batch_size']}")
+    balance = float(cfg["loss"]["colour_balance"])
+    if balance:
+        # measured on the data, not fixed: a face or bird set has other colour axes than open photos
+        axes, stds = colour_axes(sample_pixels(dataset, seed=cfg["run"]["seed"]))
+        r.colour_l1 = ColourBalancedL1(axes, stds, balance).to(r.device)
+        if r.is_main:
+            rows = ", ".join(f"({a[0]:+.2f}, {a[1]:+.2f}, {a[2]:+.2f}) std {sd:.3f}" for a, sd in zip(axes.tolist(), stds))
+            print(f"colour-balanced L1 (exponent {balance}): axes {rows}", flush=True)
     return dataset, sampler, local_batch, steps_per_epoch
 
 
@@ -273,7 +284,7 @@ def _print_header(r: _Run, num_images: int, step: int) -> None:
           f"precision {r.precision} | channels_last {bool(cfg['run']['channels_last'])} | "
           f"batch {cfg['optim']['batch_size']} | {num_images} images, crop {cfg['data']['crop']} "
           f"{cfg['model']['resolution']}px | {n_params / 1e6:.2f} M trainable | codebook {cb['quantizer']}/{cb['source']}"
-          f"/{cb['transfer']}{_learned_options(cb)}{' (cosine)' if cb.get('cosine') else ''} | "
+          f"/{cb['transfer']}{_learned_options(cb)} | "
           f"step {step} of {int(cfg['optim']['steps'])}", flush=True)
 
 
@@ -284,7 +295,8 @@ def _generator_step(r: _Run, x: torch.Tensor, gan_on: bool) -> _StepResult:
     with r.autocast():
         fwd = r.ddp_model(x)
         rec = fwd.reconstruction
-        rec_loss = reconstruction_loss(x.float(), rec.float(), loss_cfg["recon"])
+        rec_loss = (r.colour_l1(x.float(), rec.float()) if r.colour_l1 is not None
+                    else reconstruction_loss(x.float(), rec.float(), loss_cfg["recon"]))
         p_loss = r.perceptual(x, rec) if r.perceptual is not None else rec_loss.new_zeros(())
         nll = rec_loss + loss_cfg["perceptual_weight"] * p_loss
         if gan_on:
