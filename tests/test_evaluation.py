@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 import types
 from pathlib import Path
@@ -222,7 +223,7 @@ def test_report_schema_and_files(tiny_tokenizer: VQCTTokenizer, image_dir: Path,
              compute_fd=True, progress=False)
     report = json.loads(out.read_text())
     for key, typ in {"report_version": int, "created": str, "model": dict, "data": dict, "metrics": dict,
-                     "rate": dict, "usage": dict, "skipped": dict, "methods": dict, "versions": dict,
+                     "rate": dict, "usage": dict, "colour": dict, "skipped": dict, "methods": dict, "versions": dict,
                      "device": str, "timing": dict, "files": dict}.items():
         assert isinstance(report[key], typ), key
     assert report["data"]["count"] == 5 and report["data"]["resolution"] == 32
@@ -267,6 +268,7 @@ def test_identical_reconstruction_report_is_strict_json(tiny_tokenizer: VQCTToke
     report = evaluate(tiny_tokenizer, image_dir, limit=2, report_path=out, device="cpu", compute_fd=False,
                       external=False, progress=False)
     assert math.isinf(report["metrics"]["psnr"]) and report["metrics"]["ssim"] == pytest.approx(1.0)
+    assert report["colour"]["slope"] == {"Y": 1.0, "Cb": 1.0, "Cr": 1.0}  # nothing lost, nothing to halve
     text = out.read_text()
     assert "Infinity" not in text and json.loads(text)["metrics"]["psnr"] == "inf"
 
@@ -370,6 +372,7 @@ def test_cli_eval_prints_summary(tiny_tokenizer: VQCTTokenizer, image_dir: Path,
     assert code == 0
     text = capsys.readouterr().out
     assert "PSNR (dB)" in text and "bits / image" in text and "adjective codes used" in text
+    assert re.search(r"chroma kept \(slope\) +Cb -?\d\.\d\d, Cr -?\d\.\d\d", text)
     assert json.loads(out.read_text())["data"]["count"] == 3
 
 

@@ -70,6 +70,8 @@ def format_summary(report: dict[str, Any]) -> str:
         ("FD-EffNetL0", _fmt(m["fd_effnet_l0"], 3)),
         ("rFID", _fmt(m["rfid"], 3)),
         ("LPIPS (VGG)", _fmt(m["lpips"])),
+        ("chroma kept (slope)", "Cb {Cb:.2f}, Cr {Cr:.2f}  (1 = all of it; 0.5 = halved)".format(**report["colour"]["slope"])
+         if "colour" in report else "–"),
         ("tokens / image", _fmt(rate["tokens_per_image"], 0)),
         ("bits / image", f"{rate['bits_per_image']:.0f} (ordered ids: {rate['bits_per_image_ordered']:.0f})"),
         ("entropy bits / image", f"{rate['entropy_bits_per_image_marginal']:.0f} per-slot, "

@@ -9,6 +9,10 @@ it, 0.5 halves it. Round 3's default kept Cb at 0.93 and Cr at 0.52 on open test
 from __future__ import annotations
 
 import numpy as np
+import torch
+
+COLOUR_NOTE = ("slope: least-squares slope of the reconstruction's Y (about mid-grey), Cb and Cr (BT.601) on the "
+               "input's, over all pixels; 1 keeps an axis, 0.5 halves it. psnr: per axis, 0..255 scale")
 
 # BT.601 full-range RGB -> (Y, Cb, Cr) on 0..255, Cb and Cr centred on 0
 _YCBCR = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
@@ -23,7 +27,13 @@ class ChromaMeter:
         self.sq_err = np.zeros(3)
         self.count = 0
 
+    def update_tensors(self, real: torch.Tensor, recon: torch.Tensor) -> None:
+        """(B, 3, H, W) batches in [0, 1], as ``vqct eval`` holds them."""
+        to_pixels = lambda t: t.detach().float().cpu().permute(0, 2, 3, 1).numpy() * 255.0  # noqa: E731
+        self.update(to_pixels(real), to_pixels(recon))
+
     def update(self, image: np.ndarray, recon: np.ndarray) -> None:
+        """Arrays of RGB pixels on the 0..255 scale, channels last (uint8 or float, any leading shape)."""
         a = image.reshape(-1, 3).astype(np.float64) @ _YCBCR.T
         b = recon.reshape(-1, 3).astype(np.float64) @ _YCBCR.T
         a[:, 0] -= 128.0  # luminance slope about mid-grey, not about black

@@ -28,6 +28,7 @@ from ..image_processor import ImageProcessor
 from ..model_files import has_weights
 from ..runtime import library_versions, progress_bar, resolve_device
 from ..tokenizer import VQCTTokenizer
+from .colour import COLOUR_NOTE, ChromaMeter
 from .external import load_external
 from .features import FDMeter, effnet_available, load_effnet_lite0
 from .geometry import LatentGeometry, collapsed_groups
@@ -201,7 +202,7 @@ def evaluate(model: str | Path | VQCTTokenizer, data: str | Path, *, resolution:
     else:
         skipped.update({name: "disabled (--no-external)" for name in EXTERNAL_METRICS})
 
-    fidelity, usage = FidelityMeter(), CodeUsage(tok.config)
+    fidelity, usage, chroma = FidelityMeter(), CodeUsage(tok.config), ChromaMeter()
     geometry = LatentGeometry(tok.config)
     jpeg = jpeg_fidelity = jpeg_fd = None
     if jpeg_anchor:
@@ -218,6 +219,7 @@ def evaluate(model: str | Path | VQCTTokenizer, data: str | Path, *, resolution:
             recon = tok.decode(tokens, output_type="pt", batch_size=batch_size).float().cpu()
             usage.update(tokens)
             fidelity.update(real, recon)
+            chroma.update_tensors(real, recon)
             if geometry.count < geometry.max_cells:  # the collapse diagnostic needs the float latent
                 geometry.update(tok.model.encode_latent(processor.normalize(real).to(tok.device, tok.dtype)))
             geometry.update_ids(tokens)
@@ -253,6 +255,7 @@ def evaluate(model: str | Path | VQCTTokenizer, data: str | Path, *, resolution:
         "usage": usage.summary(),
         "latent_geometry": {"groups": (geo := geometry.compute(tok.model.quantizer.codes(tok.codebook))), "collapsed": collapsed_groups(geo),
                             "note": LATENT_GEOMETRY_NOTE},
+        "colour": {**chroma.result(), "note": COLOUR_NOTE},
         "skipped": skipped,
         "methods": method_notes(fidelity),
         "versions": library_versions(VERSIONED_PACKAGES),
