@@ -56,12 +56,14 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     "balance-half": (["loss.colour_balance=0.5"], "L1 on colour axes weighted by the square root of whitening"),
     "hue+balance": (["data.hue_jitter=0.5", "data.saturation=[0.8,1.6]", "loss.colour_balance=1.0"],
                     "both"),
-    # the same as second stages of the shipped models: encoder and decoder fine-tuned around their
-    # frozen codebook (training/warm_start.py), at a lower learning rate
-    "ft-r3": (FINETUNE + ["run.init_from=vqct-open-f8"], "vqct-open-f8 fine-tuned with its own recipe (the control)"),
-    "ft-fix": (FINETUNE + ["run.init_from=vqct-open-f8"] + COLOUR_FIX, "vqct-open-f8 fine-tuned with the colour fix"),
-    "ft-fix-baseline": (FINETUNE + ["run.init_from=baseline-open-f8"] + COLOUR_FIX,
-                        "baseline-open-f8 fine-tuned with the colour fix"),
+    # second stages of round 3's shipped models: encoder and decoder fine-tuned around their frozen
+    # codebook (training/warm_start.py), at a lower learning rate. They start from round 3's exports:
+    #   for m in vqct-open-f8 baseline-open-f8; do mkdir -p runs/$m-r3 &&
+    #     git archive 182eb38 weights/$m | tar -x --strip-components=2 -C runs/$m-r3; done
+    "ft-r3": (FINETUNE + ["run.init_from=runs/vqct-open-f8-r3"], "round 3's vqct-open-f8 fine-tuned with its own recipe (the control)"),
+    "ft-fix": (FINETUNE + ["run.init_from=runs/vqct-open-f8-r3"] + COLOUR_FIX, "round 3's vqct-open-f8 fine-tuned with the colour fix"),
+    "ft-fix-baseline": (FINETUNE + ["run.init_from=runs/baseline-open-f8-r3"] + COLOUR_FIX,
+                        "round 3's baseline-open-f8 fine-tuned with the colour fix"),
 }
 
 
