@@ -21,8 +21,8 @@ class WeightsError(ValueError):
 
 
 class _LimitMixin:
-    """An input over a size limit that bounds memory and time. The message ends with how to raise the
-    limit; the Python hint (an argument or attribute) is the default, and the command line swaps in
+    """An error about a size limit that bounds memory and time. The message ends with how to change the
+    limit (raise it here; NotEnoughMemoryError says lower it); the Python hint (an argument or attribute) is the default, and the command line swaps in
     its own flag (``cli_message``), so a CLI user is never told to edit a Python global."""
 
     def __init__(self, problem: str, python_hint: str, cli_flag: str) -> None:
@@ -47,24 +47,17 @@ class CellLimitError(_LimitMixin, TokenError):
     """A token grid with more cells than ``decode`` will turn into an image."""
 
 
-class NotEnoughMemoryError(MemoryError):
+class NotEnoughMemoryError(_LimitMixin, MemoryError):
     """An allocation failed for an input the limits let through. Like the limit errors, the message
     ends with what to change (here: which limit to lower, so such inputs are refused before any
     work) in Python terms, and ``cli_message`` names the command-line flag instead. A MemoryError,
     so ``except MemoryError`` still catches it."""
-
-    def __init__(self, problem: str, python_hint: str, cli_flag: str) -> None:
-        self.problem, self.python_hint, self.cli_flag = problem, python_hint, cli_flag
-        super().__init__(self._message(python_hint))
 
     def _message(self, hint: str) -> str:
         return f"{self.problem}. Free memory, or lower the limit so that such input is refused up front: {hint}"
 
     def cli_message(self) -> str:
         return self._message(f"rerun with a smaller {self.cli_flag} N")
-
-    def __reduce__(self):
-        return (type(self), (self.problem, self.python_hint, self.cli_flag))
 
 
 def is_out_of_memory(error: BaseException) -> bool:
