@@ -56,6 +56,7 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     "balance-half": (["loss.colour_balance=0.5"], "L1 on colour axes weighted by the square root of whitening"),
     "hue+balance": (["data.hue_jitter=0.5", "data.saturation=[0.8,1.6]", "loss.colour_balance=1.0"],
                     "both"),
+    "fix": (COLOUR_FIX, "the colour fix of round 4's second stage (jitter + balance 0.5), from step 0"),
     # second stages of round 3's shipped models: encoder and decoder fine-tuned around their frozen
     # codebook (training/warm_start.py), at a lower learning rate. They start from round 3's exports:
     #   for m in vqct-open-f8 baseline-open-f8; do mkdir -p runs/$m-r3 &&

@@ -33,6 +33,7 @@ from vqct_tokenizer import load_token_dataset
 from vqct_tokenizer.cli import main
 from vqct_tokenizer.dataset import encode_dataset
 from vqct_tokenizer import VQCTTokenizer
+from vqct_tokenizer.fast_decode import FastDecoders
 from vqct_tokenizer.errors import CellLimitError, ImageError, NotEnoughMemoryError, PixelLimitError, TokenError
 from vqct_tokenizer.tokenizer import DEFAULT_MAX_NATIVE_PIXELS
 from vqct_tokenizer.training.checkpoint import list_checkpoints, load_checkpoint
@@ -559,7 +560,8 @@ def test_torch_allocation_failure_in_decode_is_a_clear_error(tok, model, tmp_pat
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "
                            "you tried to allocate 123456789012 bytes. Error code 12 (Cannot allocate memory)")
 
-    monkeypatch.setattr(type(tok.model), "decode_ids", decode_ids)
+    # both decoder precisions go through FastDecoders.decode_ids
+    monkeypatch.setattr(FastDecoders, "decode_ids", decode_ids)
     grid = np.broadcast_to(np.array([0, 1, 6]), (1, 12, 12, 3)).astype(np.int64)
     with pytest.raises(NotEnoughMemoryError, match="not enough memory to decode.*max_native_pixels=N"):
         tok.decode(grid)
@@ -569,7 +571,7 @@ def test_torch_allocation_failure_in_decode_is_a_clear_error(tok, model, tmp_pat
     assert "not enough memory to decode" in err and "rerun with a smaller --max-pixels N" in err
     assert not (tmp_path / "o.png").exists()
     # other RuntimeErrors are not taken for memory
-    monkeypatch.setattr(type(tok.model), "decode_ids", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("shape bug")))
+    monkeypatch.setattr(FastDecoders, "decode_ids", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("shape bug")))
     with pytest.raises(RuntimeError, match="shape bug") as info:
         tok.decode(grid)
     assert not isinstance(info.value, MemoryError)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import platform
 import sys
 from importlib import metadata
+from pathlib import Path
 from typing import Any, Iterable
 
 import torch
@@ -22,6 +23,17 @@ def resolve_device(device: str | torch.device | None, local_rank: int | None = N
             return torch.device("cpu")
         return torch.device("cuda", local_rank) if local_rank is not None else torch.device("cuda")
     return torch.device(device)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU has bfloat16 matrix instructions (AMX-BF16 or AVX512-BF16), where oneDNN
+    runs bfloat16 convolutions about twice as fast as float32. Read from /proc/cpuinfo (Linux);
+    False where it cannot be read."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " amx_bf16" in flags or " avx512_bf16" in flags
 
 
 def package_version(distribution: str) -> str | None:

@@ -28,6 +28,7 @@ from .atomic import atomic_write
 from .config import CONFIG_NAME, VOCAB_NAME, WEIGHTS_NAME, ConfigError, VQCTConfig
 from .defaults import DEFAULT_MODEL
 from .errors import CellLimitError, NotEnoughMemoryError, TokenError, is_out_of_memory
+from .fast_decode import DEFAULT_DECODE_PRECISION, FastDecoders, check_decode_precision, resolve_decode_precision
 from .fast_encode import DEFAULT_PRECISION, FastEncoders, check_precision
 from .image_io import PIXELS_FLAG, to_output
 from .image_processor import ImageProcessor
@@ -48,7 +49,7 @@ DEFAULT_MAX_NATIVE_PIXELS = 4096 * 3072
 #: both chosen with ``benchmarks/tiling.py``. On a 1024x1024 photo, 64 px of overlap puts the
 #: tiled decode within 37.1 dB of the whole one in the seam bands (32 px: 36.6 dB), and the bands
 #: score 0.34 dB below the rest of the image (32 px: 0.55 dB), at the same speed.
-DEFAULT_TILE_SIZE = 512
+DEFAULT_TILE_SIZE = 640
 DEFAULT_TILE_OVERLAP = 64
 CELLS_FLAG = "--max-cells"
 #: How to change the one size limit from Python (the CLI names PIXELS_FLAG instead).
@@ -92,10 +93,11 @@ class VQCTTokenizer(nn.Module):
         super().__init__()
         self.config = config
         self.model = VQAutoencoder(config)
-        # channels-last decoder: ~30% faster decoding on CPU (oneDNN stops reordering at every conv).
-        # The encoder keeps the default layout so tokens match the training model bit for bit.
-        self.model.decoder.to(memory_format=torch.channels_last)
-        self.model.post_quant_conv.to(memory_format=torch.channels_last)
+        # channels-last weights: oneDNN then runs every conv channels-last instead of reordering at
+        # each one, ~1.3x faster encoding and decoding on CPU. The training runs channels-last too
+        # (run.channels_last); against a default-layout encoder, tokens differ only at near-ties
+        # between codes (99.98 % identical, benchmarks/throughput_cpu.py).
+        self.model.to(memory_format=torch.channels_last)
         self.register_buffer("codebook", torch.zeros(config.codebook_size, config.codebook_dim))
         self.vocab: list[str] = list(vocab) if vocab is not None else default_vocab(config)
         if len(self.vocab) != config.codebook_size:
@@ -103,6 +105,8 @@ class VQCTTokenizer(nn.Module):
         self.name_or_path: str | None = None
         self._precision = DEFAULT_PRECISION
         self._fast = FastEncoders()  # fast encoder copies, built on first use (not in the state dict)
+        self._decode_precision = DEFAULT_DECODE_PRECISION
+        self._fast_decode = FastDecoders()  # the bfloat16 decoder copy, built on first use
         self.eval()
 
     # ------------------------------------------------------------------ properties
@@ -123,6 +127,22 @@ class VQCTTokenizer(nn.Module):
     @precision.setter
     def precision(self, value: str) -> None:
         self._precision = check_precision(value)
+
+    @property
+    def decode_precision(self) -> str:
+        """How ``decode`` runs the decoder: "auto" (default: bfloat16 where the hardware runs it
+        natively and the model is float32, else "fp32"), "fp32" (the model as loaded, the same pixels
+        on every machine) or "bf16". Tokens are never affected. See ``vqct_tokenizer.fast_decode``."""
+        return self._decode_precision
+
+    @decode_precision.setter
+    def decode_precision(self, value: str) -> None:
+        self._decode_precision = check_decode_precision(value)
+
+    def resolved_decode_precision(self, precision: str | None = None) -> str:
+        """"fp32" or "bf16": what ``decode`` would run here for ``precision`` (default the attribute)."""
+        return resolve_decode_precision(self.decode_precision if precision is None else precision,
+                                        self.device, self.dtype)
 
     @property
     def downsample_factor(self) -> int:
@@ -293,7 +313,8 @@ class VQCTTokenizer(nn.Module):
 
     @torch.inference_mode()
     def decode(self, tokens: Any, *, output_type: str = "pil", image_size: tuple[int, int] | None = None,
-               batch_size: int = 16, max_native_pixels: int | None = None, max_cells: int | None = None) -> Any:
+               batch_size: int = 16, max_native_pixels: int | None = None, max_cells: int | None = None,
+               precision: str | None = None) -> Any:
         """Token grid(s) -> image(s).
 
         Args:
@@ -307,6 +328,10 @@ class VQCTTokenizer(nn.Module):
                 native ``encode``, so one value governs both.
             max_cells: the older form of the bound, in cells h*w; wins over ``max_native_pixels``
                 when given, as does ``self.max_decode_cells`` when set.
+            precision: decoder path for this call, default ``self.decode_precision`` ("auto"):
+                "fp32", "bf16" (a bfloat16 decoder copy: 8-bit pixels within 2 levels of "fp32",
+                about twice as fast on CPUs with AVX512-BF16 or AMX) or "auto" (bf16 where that
+                hardware is, else fp32).
 
         Grids larger than ``tile_size`` pixels decode tile by tile, blended linearly across the
         overlaps (see the class notes). A failed allocation is a NotEnoughMemoryError.
@@ -319,8 +344,9 @@ class VQCTTokenizer(nn.Module):
                 and len({tuple(t.shape) for t in tokens}) > 1:
             sizes = image_size if image_size is not None else [None] * len(tokens)
             return [self.decode(t, output_type=output_type, image_size=s, batch_size=batch_size,
-                                max_native_pixels=max_native_pixels, max_cells=max_cells)
+                                max_native_pixels=max_native_pixels, max_cells=max_cells, precision=precision)
                     for t, s in zip(tokens, sizes)]
+        precision = self.resolved_decode_precision(precision)
         grid = self.check_tokens(tokens)
         self._check_cells(grid, max_cells, max_native_pixels)
         batched = grid.ndim == 4
@@ -333,11 +359,13 @@ class VQCTTokenizer(nn.Module):
             outs = []
             for start in range(0, grid.shape[0], batch_size):
                 chunk = grid[start:start + batch_size]
+                def run(ids: torch.Tensor) -> torch.Tensor:
+                    return self._fast_decode.decode_ids(self.model, ids, self.codebook, precision)
+
                 if tile is None:
-                    x = self.model.decode_ids(chunk, self.codebook)
+                    x = run(chunk)
                 else:
-                    x = torch.cat([decode_tiled(lambda t: self.model.decode_ids(t, self.codebook), chunk[i:i + 1], f,
-                                                tile, overlap) for i in range(len(chunk))])
+                    x = torch.cat([decode_tiled(run, chunk[i:i + 1], f, tile, overlap) for i in range(len(chunk))])
                 outs.append(ImageProcessor.denormalize(x))
                 del x
             images = outs[0] if len(outs) == 1 else torch.cat(outs)
@@ -351,11 +379,15 @@ class VQCTTokenizer(nn.Module):
         return result if batched else result[0]
 
     def reconstruct(self, images: Any, *, resize: bool = True, output_type: str = "pil",
-                    max_native_pixels: int | None = None) -> Any:
+                    max_native_pixels: int | None = None, precision: str | None = None,
+                    decode_precision: str | None = None) -> Any:
         """decode(encode(images)); with ``resize=False`` the output has each input's original size.
-        ``max_native_pixels`` bounds both halves."""
-        tokens, sizes = self.encode(images, resize=resize, return_image_sizes=True, max_native_pixels=max_native_pixels)
-        kw: dict[str, Any] = {"output_type": output_type, "max_native_pixels": max_native_pixels}
+        ``max_native_pixels`` bounds both halves; ``precision`` is the encoder's, ``decode_precision``
+        the decoder's (defaults: the attributes)."""
+        tokens, sizes = self.encode(images, resize=resize, return_image_sizes=True, max_native_pixels=max_native_pixels,
+                                    precision=precision)
+        kw: dict[str, Any] = {"output_type": output_type, "max_native_pixels": max_native_pixels,
+                              "precision": decode_precision}
         if resize:
             return self.decode(tokens, **kw)
         if isinstance(tokens, list):
@@ -427,7 +459,8 @@ class VQCTTokenizer(nn.Module):
                         cache_dir: str | os.PathLike | None = None, token: str | bool | None = None,
                         local_files_only: bool = False, device: str | torch.device | None = None,
                         dtype: torch.dtype | None = None, allow_missing_vocab: bool = False,
-                        precision: str = DEFAULT_PRECISION) -> "VQCTTokenizer":
+                        precision: str = DEFAULT_PRECISION,
+                        decode_precision: str = DEFAULT_DECODE_PRECISION) -> "VQCTTokenizer":
         """Load from a local folder, a shipped model name (e.g. ``"vqct-open-f8"``), or a Hub repo id.
 
         A folder without ``vocab.json`` is an error (its words would silently be placeholders such
@@ -437,9 +470,11 @@ class VQCTTokenizer(nn.Module):
         reference, in the weights' dtype, which ``dtype=`` sets as before), "fast" (float32,
         channels-last, ``torch.compile``; 99.97 % identical tokens with vqct-faces64) or "bf16"
         (bfloat16 trunk, float32 head; 95 % identical with vqct-faces64, 99.7 % with vqgan-faces64).
-        See ``vqct_tokenizer.fast_encode``.
+        See ``vqct_tokenizer.fast_encode``. ``decode_precision`` sets ``tok.decode_precision``
+        ("auto", "fp32" or "bf16"; see ``vqct_tokenizer.fast_decode``).
         """
         precision = check_precision(precision)
+        decode_precision = check_decode_precision(decode_precision)
         folder = resolve_model_dir(name_or_path, revision=revision, cache_dir=cache_dir, token=token,
                                    local_files_only=local_files_only)
         config = VQCTConfig.load(folder / CONFIG_NAME)
@@ -450,6 +485,7 @@ class VQCTTokenizer(nn.Module):
         tok.load_weights(weights)
         tok.name_or_path = str(name_or_path)
         tok.precision = precision
+        tok.decode_precision = decode_precision
         if device is not None or dtype is not None:
             tok.to(device=device, dtype=dtype)
         return tok

@@ -57,7 +57,7 @@ def score_plain_inputs(tokenizer: Any, size: int = 256) -> dict[str, float]:
     """{name: PSNR (dB)} of native-size reconstructions from tokens, rounded to 0.01 dB."""
     out = {}
     for name, image in plain_images(size).items():
-        recon = tokenizer.reconstruct(image, resize=False, output_type="np")
+        recon = tokenizer.reconstruct(image, resize=False, output_type="np", decode_precision="fp32")
         out[name] = round(psnr_uint8(image, recon), 2)
     return out
 

@@ -30,8 +30,10 @@ class ResnetBlock(nn.Module):
         self.nin_shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        # in place where no graph is recorded: one full-size tensor less to allocate and fill
+        inplace = not torch.is_grad_enabled()
+        h = self.conv1(F.silu(self.norm1(x), inplace=inplace))
+        h = self.conv2(self.dropout(F.silu(self.norm2(h), inplace=inplace)))
         return self.nin_shortcut(x) + h
 
 
@@ -145,7 +147,7 @@ class Encoder(nn.Module):
 
     def forward_head(self, h: torch.Tensor) -> torch.Tensor:
         """norm_out -> SiLU -> conv_out (the bf16 fast path runs this part in float32)."""
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return self.conv_out(F.silu(self.norm_out(h), inplace=not torch.is_grad_enabled()))
 
 
 class Decoder(nn.Module):
@@ -177,7 +179,7 @@ class Decoder(nn.Module):
             h = level.run(h)
             if hasattr(level, "upsample"):
                 h = level.upsample(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return self.conv_out(F.silu(self.norm_out(h), inplace=not torch.is_grad_enabled()))
 
     @property
     def last_layer(self) -> torch.Tensor:

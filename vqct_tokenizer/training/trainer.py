@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader
 from ..evaluation.geometry import COLLAPSE_WARN_PR, LatentGeometry, collapsed_groups
 from ..evaluation.plots import save_recon_grid
 from ..evaluation.usage import UsageWindow
-from ..runtime import progress_bar, resolve_device
+from ..runtime import cpu_has_fast_bf16, progress_bar, resolve_device
 from .checkpoint import find_latest, load_checkpoint, save_checkpoint
 from .data import ImageDataset, ResumableSampler
 from .discriminator import PatchDiscriminator
@@ -408,14 +408,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if device.type == "cpu" and cpu_has_fast_bf16():
         return "bf16"
     return "fp32"
-
-
-def cpu_has_fast_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " amx_bf16" in flags or " avx512_bf16" in flags
 
 
 def _keep_prior_copy(cfg: dict[str, Any], out: Path, is_main: bool, world: int) -> Path | None:
