@@ -376,6 +376,7 @@ def test_reconstruct_over_the_native_limit_also_offers_resize(model_dir, images,
     assert vqct("reconstruct", images[2], "-o", tmp_path / "r.png", "--model", model_dir) == 2
     err = capsys.readouterr().err
     assert "--max-pixels N; or rerun with --resize to reconstruct it at the model's 32x32" in err
+    assert "corrupt" not in err  # a refusal by size, not taken for a bad file
     assert "Traceback" not in err and not (tmp_path / "r.png").exists()
 
 

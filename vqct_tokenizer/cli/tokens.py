@@ -192,13 +192,14 @@ def run_reconstruct(args: argparse.Namespace) -> int:
 
 def _check_native_size(tok, h: int, w: int, name: str) -> None:
     """The native-size limit, with the other way out that reconstruct has: the model's resolution."""
-    from ..errors import PixelLimitError
+    from ..errors import ImageError, PixelLimitError
 
     try:
         check_native_size(h, w, tok.downsample_factor, tok.max_native_pixels, name, tok.native_memory_bytes)
     except PixelLimitError as e:
         r = tok.config.resolution
-        raise ValueError(f"{e.cli_message()}; or rerun with --resize to reconstruct it at the model's {r}x{r}") from e
+        # an ImageError: load_image passes it on as it is (any other ValueError there means a corrupt file)
+        raise ImageError(f"{e.cli_message()}; or rerun with --resize to reconstruct it at the model's {r}x{r}") from e
 
 
 def _cell_legend(tok) -> str:
