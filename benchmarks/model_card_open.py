@@ -26,6 +26,31 @@ Set14 (12), LIME (9, CC BY-NC 4.0) and Set5 (3). **Most are for research or non-
 and these weights inherit those terms: do not use them commercially.**"""
 
 
+def files_text(folder: Path) -> str:
+    """What the weights file holds, in which dtype: read from its safetensors header."""
+    from collections import defaultdict
+
+    from safetensors import safe_open
+
+    parts: dict[str, set[str]] = defaultdict(set)
+    files = sorted(folder.glob("model*.safetensors"))
+    for file in files:
+        with safe_open(str(file), "pt") as f:
+            for key in f.keys():
+                # model.decoder.up.0... -> decoder; codebook -> codebook
+                module = key.split(".")[1] if key.startswith("model.") else key.split(".")[0]
+                parts[str(f.get_slice(key).get_dtype())].add(module)
+    size = sum(f.stat().st_size for f in files) / 1e6
+    listing = "; ".join(f"{dtype}: {', '.join(sorted(mods))}" for dtype, mods in sorted(parts.items()))
+    text = f"`{'`, `'.join(f.name for f in files)}` ({size:.1f} MB), `config.json`, `vocab.json`. Stored as {listing}."
+    if "F16" in parts:
+        text += (" Loading upcasts everything to float32. The encoder side stays float32, so the tokens are those "
+                 "of float32 storage: identical on the first 30 open test photos at native size, where the decoded "
+                 "8-bit images are at least 67.7 dB PSNR from float32 storage's (measured when converting, round 4; "
+                 "the trade-off of each storage: `benchmarks/half_weights.py`).")
+    return text
+
+
 def limits_text(name: str, report: dict, other: dict | None, jpeg: dict | None, results: Path) -> str:
     """The targets of issues 20-21 against the measured figures, and the plain-input failures."""
     m = report["metrics"]
@@ -196,6 +221,10 @@ or VGG weights on the machine).
   32.7 img/s without it) and no GAN: in round 1's face runs PSNR was higher before the GAN started.
 - **bf16 autocast, two runs side by side with one thread each**: the fastest use of this 2-core
   machine for two equal-budget runs (docs/BENCHMARKS.md "Training speed").
+
+## Files
+
+{files_text(args.weights / name)}
 
 ## Data and terms
 

@@ -239,7 +239,8 @@ def main() -> None:
     results.update({"model": args.model, "versions": library_versions(["torch", "vqct-tokenizer"]),
                     "threads": torch.get_num_threads(),
                     "defaults": {"tile_size": VQCTTokenizer.tile_size, "tile_overlap": VQCTTokenizer.tile_overlap,
-                                 "max_native_pixels": VQCTTokenizer.max_native_pixels}})
+                                 "max_native_pixels": VQCTTokenizer.max_native_pixels,
+                                 "decode_precision": tok.resolved_decode_precision()}})
     for part in args.parts:
         start = time.perf_counter()
         if part == "tokens":

@@ -41,14 +41,18 @@ CODEBOOK_KEY = "codebook"
 #: Default bound on one native-size image, in pixels after padding to a multiple of f: the one limit
 #: of encode and decode of the same image. Tiling keeps the model's working memory to about one tile;
 #: what grows with the image is the image and the tiled encoder's whole-image stage outputs (112 bytes
-#: per pixel for vqct-open-f8). 4096x3072 (a 12-megapixel photo) then peaks near 2.1 GiB, under a
-#: 3 GiB cap; ``native_memory_bytes`` estimates other sizes and refusals quote it.
+#: per pixel for vqct-open-f8). ``vqct reconstruct --native`` of 4096x3072 (a 12-megapixel photo)
+#: then peaks at 1.9 GiB resident (2.4 GiB virtual), and 3000x2000 at 1.2 GiB (1.7), under a 3 GiB
+#: ``ulimit -v`` (``benchmarks/tiling.py --parts memory``); ``native_memory_bytes`` estimates other
+#: sizes and refusals quote it.
 DEFAULT_MAX_NATIVE_PIXELS = 4096 * 3072
 #: Native images wider or taller than ``DEFAULT_TILE_SIZE`` pixels are encoded and decoded in tiles;
 #: decode tiles overlap by at least ``DEFAULT_TILE_OVERLAP`` pixels (rounded up to whole cells);
-#: both chosen with ``benchmarks/tiling.py``. On a 1024x1024 photo, 64 px of overlap puts the
-#: tiled decode within 37.1 dB of the whole one in the seam bands (32 px: 36.6 dB), and the bands
-#: score 0.34 dB below the rest of the image (32 px: 0.55 dB), at the same speed.
+#: both chosen with ``benchmarks/tiling.py``. 640 px lets COCO-sized and most web images run whole
+#: (faster than tiles, and exact); its peak memory on a 2048x1366 photo equals 512 px tiles' (1.0 GiB).
+#: On a 1024x1024 photo (2x2 tiles), 64 px of overlap puts the tiled decode within 42.5 dB of the
+#: whole one in the seam bands (32 px: 40.5 dB), and the bands score 0.31 dB below the rest of the
+#: image (32 px: 0.63 dB), at the same speed.
 DEFAULT_TILE_SIZE = 640
 DEFAULT_TILE_OVERLAP = 64
 CELLS_FLAG = "--max-cells"
@@ -72,7 +76,8 @@ class VQCTTokenizer(nn.Module):
             NotEnoughMemoryError (a MemoryError) naming this limit.
         max_decode_cells: kept for older code: a separate decode bound in cells h*w, which wins over
             ``max_native_pixels`` when set; None (default) derives it from ``max_native_pixels``.
-        tile_size: native images wider or taller than this many pixels (default 512; None: never)
+        tile_size: native images wider or taller than this many pixels (default 640, so that
+            COCO-sized and most web images run whole, the fastest way; None: never)
             run tile by tile (``vqct_tokenizer.tiling``). Encode stays exact: GroupNorm gets the
             whole image's statistics and every kept cell its full receptive field, so the tokens
             are the whole image's (99.98 % identical on a 1024x1024 photo, the rest float
@@ -94,9 +99,9 @@ class VQCTTokenizer(nn.Module):
         self.config = config
         self.model = VQAutoencoder(config)
         # channels-last weights: oneDNN then runs every conv channels-last instead of reordering at
-        # each one, ~1.3x faster encoding and decoding on CPU. The training runs channels-last too
+        # each one (the encoder ~1.3x faster on CPU). Training runs channels-last too
         # (run.channels_last); against a default-layout encoder, tokens differ only at near-ties
-        # between codes (99.98 % identical, benchmarks/throughput_cpu.py).
+        # between codes (benchmarks/throughput_cpu.py).
         self.model.to(memory_format=torch.channels_last)
         self.register_buffer("codebook", torch.zeros(config.codebook_size, config.codebook_dim))
         self.vocab: list[str] = list(vocab) if vocab is not None else default_vocab(config)
