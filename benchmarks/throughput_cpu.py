@@ -191,6 +191,10 @@ def main() -> None:
             "tokens_identical_to_before": float(np.mean(ids == agree["before"][0])),
             "psnr_vs_original": psnr(rec, originals),
             "psnr_vs_before": psnr(rec, agree["before"][1]),
+            # the decoder precision alone: the same checkout's float32 decode of (nearly) the same tokens
+            "psnr_vs_after_fp32": psnr(rec, agree["after-fp32"][1]),
+            "max_level_diff_vs_after_fp32": int(np.abs(rec.astype(np.int16) - agree["after-fp32"][1]).max()),
+            "share_equal_vs_after_fp32": float(np.mean(rec == agree["after-fp32"][1])),
         }
     for impl in IMPLS:
         results[impl]["speedup_vs_before"] = results["before"]["total_s"] / results[impl]["total_s"]
@@ -206,11 +210,11 @@ def main() -> None:
     args.output.write_text(json.dumps(report, indent=1) + "\n")
     print(f"{report['what']}; before = {commit}")
     print(f"{'impl':<11} {'decode':<6} {'encode s':>9} {'decode s':>9} {'total s':>8} {'speed-up':>9} "
-          f"{'same tokens':>12} {'PSNR orig':>10} {'PSNR vs before':>15}")
+          f"{'same tokens':>12} {'PSNR orig':>10} {'PSNR vs before':>15} {'PSNR vs after-fp32':>19}")
     for impl, r in results.items():
         print(f"{impl:<11} {r['decode_precision']:<6} {r['encode_s']:9.3f} {r['decode_s']:9.3f} {r['total_s']:8.3f} "
               f"{r['speedup_vs_before']:8.2f}x {100 * r['tokens_identical_to_before']:11.3f}% "
-              f"{r['psnr_vs_original']:10.2f} {r['psnr_vs_before']:15.2f}")
+              f"{r['psnr_vs_original']:10.2f} {r['psnr_vs_before']:15.2f} {r['psnr_vs_after_fp32']:19.2f}")
     print(f"wrote {args.output}")
 
 

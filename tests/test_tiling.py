@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import vqct_tokenizer.tiling as tiling
+from vqct_tokenizer import VQCTTokenizer
 from vqct_tokenizer.tiling import blend_weights, decode_tiled, owned_ranges, tile_layout
 
 from conftest import make_tokenizer, random_rgb
@@ -125,3 +126,14 @@ def test_tiled_decode_of_a_model_matches_the_whole_decode_where_one_tile_covers_
     tok.tile_size, tok.tile_overlap = 32, 8
     tiled = tok.decode(grid, output_type="pt")
     assert tiled.shape == whole.shape and not torch.equal(tiled, whole)
+
+
+@pytest.mark.parametrize("height, width, tiled", [(432, 640, False), (640, 640, False), (427, 648, True),
+                                                  (1024, 200, True), (3000, 2000, True)])
+def test_default_tiles_leave_images_up_to_640_px_a_side_whole(height, width, tiled):
+    """COCO-sized photos (640 px on the long side) run whole: faster than two tiles, and exact."""
+    tok = make_tokenizer(attn_resolutions=(), mid_attention=False)
+    assert VQCTTokenizer.tile_size == 640
+    f = tok.downsample_factor
+    padded = (-(-height // f) * f, -(-width // f) * f)
+    assert (tok._tile_cells(*padded) is not None) == tiled
