@@ -14,6 +14,7 @@ Parts (each writes its section of ``benchmarks/results/tiling.json``, keeping th
   a band of +-16 pixels around each seam (the middle of each overlap) and in the rest of the image,
   pooled over images (PSNR of the pooled mean squared error), and PSNR of tiled against whole.
 * ``memory``: ``vqct reconstruct IMG --native`` at the default limits, each size in a fresh process
+  (sizes measured by an earlier run under the same cap are kept unless measured again)
   under an address-space cap (``--cap-gib``, as ``ulimit -v`` sets it): exit code, its message,
   peak RSS and peak virtual size, seconds. The images are the first photo upscaled (bicubic) to
   each of ``--sizes``, written to a temporary folder. ``--tile-sizes`` adds the peaks of one
@@ -248,8 +249,12 @@ def main() -> None:
         elif part == "seams":
             results["seams"] = part_seams(tok, photos, args.photo_tile, args.overlaps)
         else:
-            results["memory"] = part_memory(photos[0], args.sizes, args.cap_gib, args.tile_sizes, args.tile_image,
-                                            args.model)
+            fresh = part_memory(photos[0], args.sizes, args.cap_gib, args.tile_sizes, args.tile_image, args.model)
+            old = results.get("memory", {})
+            if old.get("cap_gib") == fresh["cap_gib"]:  # sizes and tile sizes measured before stay, unless re-measured
+                fresh["sizes"] = {**old.get("sizes", {}), **fresh["sizes"]}
+                fresh["tile_sizes"] = {**old.get("tile_sizes", {}), **fresh["tile_sizes"]}
+            results["memory"] = fresh
         print(part, json.dumps(results[part], indent=1), f"({time.perf_counter() - start:.0f} s)", flush=True)
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(results, indent=1) + "\n")

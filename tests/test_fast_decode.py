@@ -129,3 +129,16 @@ def test_cli_refuses_an_unknown_decode_precision(model_dir, tmp_path, capsys):
         main(["decode", str(tmp_path / "t.npy"), "-o", str(tmp_path / "o.png"), "--decode-precision", "fp16"])
     assert info.value.code == 2
     assert "invalid choice: 'fp16'" in capsys.readouterr().err
+
+
+def test_the_bf16_copy_does_not_inherit_hooks_of_the_model(model_dir, images):
+    tok = fresh(model_dir, decode_precision="bf16")
+    tokens = tok.encode(images)
+    calls = []
+    handle = tok.model.decoder.conv_out.register_forward_hook(lambda *a: calls.append(1))
+    tok.decode(tokens)  # builds the copy while the hook is on the model
+    handle.remove()
+    tok.decode(tokens)
+    assert calls == []
+    tok.decode(tokens, precision="fp32")  # the model itself: hooks removed there stay removed
+    assert calls == []

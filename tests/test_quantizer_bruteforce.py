@@ -244,7 +244,7 @@ def inference_check(tok, precision: str) -> None:
     seen = {}
     hook = tok.model.post_quant_conv.register_forward_pre_hook(lambda m, args: seen.update(z_q=args[0]))
     try:
-        tok.decode(tokens, output_type="pt")
+        tok.decode(tokens, output_type="pt", precision="fp32")  # the model's own post_quant_conv sees z_q
     finally:
         hook.remove()
     check(tokens, seen["z_q"], z, tok.codebook, cfg.groups, cfg.codebook_dim, cfg.normalize_codes, max_tied=0.05)

@@ -15,7 +15,8 @@ has its own ``precision``, see ``fast_encode``).
   default: a rounding difference nobody can see, for half the decode time. Pick ``"fp32"`` for
   output that is the same on every machine.
 
-The bf16 copy is built on first use and rebuilt when the weights change, as the fast encoders are.
+The bf16 copy is built on first use and rebuilt when the weights change, as the fast encoders are;
+it carries no hooks, so hooks registered on ``tok.model`` see only float32 decodes.
 """
 
 from __future__ import annotations
@@ -61,6 +62,11 @@ class _HalfDecoder(nn.Module):
         self.post_quant_conv = copy.deepcopy(model.post_quant_conv).to(torch.bfloat16)
         self.decoder = copy.deepcopy(model.decoder).to(torch.bfloat16)
         self.quantizer = model.quantizer  # no parameters: the model's own, shared
+        for module in (*self.post_quant_conv.modules(), *self.decoder.modules()):
+            # hooks on tok.model observe the model; deepcopy would give the copy whichever were there
+            # when it was built, and removing them from the model would not remove these
+            module._forward_hooks.clear()
+            module._forward_pre_hooks.clear()
         self.to(memory_format=torch.channels_last).requires_grad_(False).eval()
 
     def forward(self, ids: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
