@@ -111,7 +111,7 @@ def measure(out: Path, args: argparse.Namespace) -> dict:
     for path in list_images(test, 20):
         image = np.asarray(Image.open(path).convert("RGB"))
         image = image[: image.shape[0] // 8 * 8, : image.shape[1] // 8 * 8]
-        chroma.update(image, tok.reconstruct(image, resize=False, output_type="np"))
+        chroma.update(image, tok.reconstruct(image, resize=False, output_type="np", decode_precision="fp32"))
     with torch.no_grad():
         truncation = pc_truncation_psnr(tok.model, tok.config, photos, ks=(1, 2, 4))
     result = {

@@ -61,7 +61,7 @@ def chroma(tok: VQCTTokenizer, photos: list[Path]) -> dict:
     for path in photos:
         image = np.asarray(Image.open(path).convert("RGB"))
         image = image[: image.shape[0] // 8 * 8, : image.shape[1] // 8 * 8]
-        meter.update(image, tok.reconstruct(image, resize=False, output_type="np"))
+        meter.update(image, tok.reconstruct(image, resize=False, output_type="np", decode_precision="fp32"))
     return meter.result()
 
 

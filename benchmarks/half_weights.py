@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     files = list_image_paths(args.data)[: args.limit]
     ref_tokens = encode_all(ref, files, args.batch)
     grid = torch.stack(ref_tokens[: args.decode_images])
-    ref_decoded = ref.decode(grid, output_type="pt")
+    ref_decoded = ref.decode(grid, output_type="pt", precision="fp32")  # storage, not decoder arithmetic
     report = {"model": args.model, "data": args.data, "images": len(files), "resolution": ref.config.resolution,
               "torch": torch.__version__, "shard_mib": args.shard_mib, "variants": {}}
     for name in args.variants:
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                         if k == "codebook" or k.startswith(ENCODER))
             tokens = ref_tokens if exact else encode_all(half, files, args.batch)
             # the decoder's share: the same tokens decoded by both, on the first --decode-images
-            decoded = psnr(ref_decoded, half.decode(grid, output_type="pt"))
+            decoded = psnr(ref_decoded, half.decode(grid, output_type="pt", precision="fp32"))
         same = [(a == b) for a, b in zip(ref_tokens, tokens)]
         report["variants"][name] = {
             "identical_tokens": sum(int(s.sum()) for s in same) / sum(s.numel() for s in same),

@@ -35,7 +35,8 @@ def main() -> None:
     psnr: dict[str, dict[str, float]] = {}
     for name in args.models:
         tok = VQCTTokenizer.from_pretrained(name)
-        recons = {k: tok.reconstruct(im, resize=False, output_type="np") for k, im in images.items()}
+        recons = {k: tok.reconstruct(im, resize=False, output_type="np", decode_precision="fp32")  # as vqct eval
+                  for k, im in images.items()}
         psnr[name] = {k: round(psnr_uint8(images[k], r), 2) for k, r in recons.items()}
         rows.append([Image.fromarray(r).resize((thumb, thumb), Image.NEAREST) for r in recons.values()])
         worst = min(psnr[name], key=psnr[name].get)

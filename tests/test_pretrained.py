@@ -60,7 +60,7 @@ def test_shipped_model_loads_every_weight_and_round_trips(name: str) -> None:
 @pytest.mark.parametrize("kind", sorted(plain_images(SIZE)))
 def test_default_reconstructs_plain_inputs(kind: str, default_tokenizer: VQCTTokenizer) -> None:
     image = plain_images(SIZE)[kind]
-    recon = default_tokenizer.reconstruct(image, resize=False, output_type="np")
+    recon = default_tokenizer.reconstruct(image, resize=False, output_type="np", decode_precision="fp32")  # as measured
     assert recon.shape == image.shape
     bound = MIN_PSNR[kind]
     assert psnr_uint8(image, recon) >= bound, f"{kind}: PSNR {psnr_uint8(image, recon):.2f} dB < {bound} dB"
