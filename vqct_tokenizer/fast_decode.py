@@ -22,9 +22,11 @@ it carries no hooks, so hooks registered on ``tok.model`` see only float32 decod
 from __future__ import annotations
 
 import copy
+
 import torch
 from torch import nn
 
+from .fast_encode import weights_key
 from .runtime import cpu_has_fast_bf16
 
 DECODE_PRECISIONS = ("auto", "fp32", "bf16")
@@ -47,11 +49,6 @@ def resolve_decode_precision(precision: str, device: torch.device, dtype: torch.
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     return "bf16" if device.type == "cpu" and cpu_has_fast_bf16() else "fp32"
-
-
-def _weights_key(model: nn.Module) -> tuple:
-    params = list(model.post_quant_conv.parameters()) + list(model.decoder.parameters())
-    return tuple((p.data_ptr(), p._version, p.device, p.dtype) for p in params)
 
 
 class _HalfDecoder(nn.Module):
@@ -88,16 +85,13 @@ class FastDecoders:
     def __setstate__(self, state: dict) -> None:
         self._module, self._key = None, None
 
-    def clear(self) -> None:
-        self._module, self._key = None, None
-
     def decode_ids(self, model: nn.Module, ids: torch.Tensor, codebook: torch.Tensor, precision: str) -> torch.Tensor:
         """ids (B, h, w, Σk) -> image (B, 3, h·f, w·f); ``precision`` already resolved ("fp32" or "bf16")."""
         if precision == "fp32":
             return model.decode_ids(ids, codebook)
         if precision != "bf16":
             raise ValueError(f"resolve decode precision {precision!r} first")
-        key = _weights_key(model)
+        key = weights_key(model.post_quant_conv, model.decoder)
         if self._module is None or self._key != key:
             self._module, self._key = _HalfDecoder(model), key
         return self._module(ids, codebook)
