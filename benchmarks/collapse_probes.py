@@ -63,6 +63,8 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     #     git archive 182eb38 weights/$m | tar -x --strip-components=2 -C runs/$m-r3; done
     "ft-r3": (FINETUNE + ["run.init_from=runs/vqct-open-f8-r3"], "round 3's vqct-open-f8 fine-tuned with its own recipe (the control)"),
     "ft-fix": (FINETUNE + ["run.init_from=runs/vqct-open-f8-r3"] + COLOUR_FIX, "round 3's vqct-open-f8 fine-tuned with the colour fix"),
+    "ft-fix-grey": (FINETUNE + ["run.init_from=runs/vqct-open-f8-r3"] + COLOUR_FIX + ["loss.colour_balance_norm=grey"],
+                    "the colour fix with its balanced L1 rescaled so that a grey error weighs what RGB L1 charges"),
     "ft-fix-baseline": (FINETUNE + ["run.init_from=runs/baseline-open-f8-r3"] + COLOUR_FIX,
                         "round 3's baseline-open-f8 fine-tuned with the colour fix"),
 }
@@ -144,7 +146,8 @@ def _mean_sd(values: list[float]) -> str:
 
 
 def summarise(results: dict[str, dict[int, dict]]) -> str:
-    plain_names = ["flat-red", "flat-green", "flat-blue", "flat-teal", "flat-magenta", "gradient", "colour-ramp", "checkerboard"]
+    plain_names = ["flat-black", "flat-white", "flat-red", "flat-green", "flat-blue", "flat-teal", "flat-magenta",
+                   "gradient", "colour-ramp", "checkerboard"]
     head = ("| variant | seeds | latent PR adj / noun | top share adj / noun | PSNR / SSIM | full − top-2 PCs (dB) | "
             "usage adj / noun % | chroma slope Cb / Cr | min plain | " + " | ".join(plain_names) + " |")
     lines = [head, "|" + "---|" * (9 + len(plain_names))]

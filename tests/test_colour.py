@@ -57,6 +57,34 @@ def test_colour_balanced_l1_weights_the_rare_axis():
     assert flat(x, x + 0.1 * axes[2].view(1, 3, 1, 1)).item() == pytest.approx(flat(x, x + 0.1 * axes[0].view(1, 3, 1, 1)).item())
 
 
+@pytest.mark.parametrize("exponent", [0.5, 1.0])
+def test_colour_balance_grey_norm_charges_a_grey_error_as_rgb_l1(exponent):
+    axes, stds = colour_axes(_photo_like_pixels())
+    x = torch.zeros(1, 3, 2, 2)
+    grey = x + 0.1
+    red_green = x + torch.tensor([0.1, -0.1, 0.0]).view(1, 3, 1, 1)
+    axes_norm = ColourBalancedL1(axes, stds, exponent)
+    grey_norm = ColourBalancedL1(axes, stds, exponent, norm="grey")
+    rgb_l1 = (grey - x).abs().mean().item()
+    # the mean over axes charges a grey error about 1/sqrt(3) of RGB L1's; "grey" charges exactly RGB L1's
+    assert axes_norm(x, grey).item() == pytest.approx(rgb_l1 / 3 ** 0.5, rel=0.05)
+    assert grey_norm(x, grey).item() == pytest.approx(rgb_l1, rel=1e-5)
+    # a uniform rescale: the chroma axes keep their weight relative to luminance
+    ratio = grey_norm(x, red_green).item() / axes_norm(x, red_green).item()
+    assert ratio == pytest.approx(grey_norm(x, grey).item() / axes_norm(x, grey).item(), rel=1e-5)
+    with pytest.raises(ValueError, match="norm must be one of"):
+        ColourBalancedL1(axes, stds, exponent, norm="rgb")
+
+
+def _photo_like_pixels() -> torch.Tensor:
+    """Pixels whose main axis is near grey, as in photos: luminance std 0.7, chroma 0.25 and 0.1."""
+    g = torch.Generator().manual_seed(1)
+    lum = torch.tensor([1.0, 1.0, 1.0]) / 3 ** 0.5
+    c1 = torch.tensor([1.0, 0.0, -1.0]) / 2 ** 0.5
+    c2 = torch.linalg.cross(lum, c1)
+    return torch.randn(20000, 3, generator=g) * torch.tensor([0.7, 0.25, 0.1]) @ torch.stack([lum, c1, c2])
+
+
 def test_chroma_meter_reads_halved_red_green_chroma():
     rng = np.random.default_rng(0)
     image = rng.integers(40, 216, size=(16, 16, 3)).astype(np.uint8)
@@ -88,6 +116,7 @@ def test_hue_jitter_in_the_dataset_is_off_by_default_and_seeded(image_dir):  # n
 
 @pytest.mark.parametrize("override, message", [
     ("loss.colour_balance=2", "colour_balance must be a number in"),
+    ("loss.colour_balance_norm=rgb", "colour_balance_norm must be"),
     ("codebook.source=fixed", "run.init_from"),
 ])
 def test_colour_and_warm_start_options_are_checked(override, message):

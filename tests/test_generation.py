@@ -295,3 +295,41 @@ def test_bits_per_image_is_the_sum_of_token_nll(tiny_tok):
     grids = random_grids(tiny_tok, 2, seed=5)
     model.eval()
     assert torch.allclose(model.bits_per_image(grids), model(grids).sum(1) / math.log(2))
+
+
+# ----------------------------------------------------------------------------- the generation benchmark
+def _generation_benchmark():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "generation.py"
+    spec = importlib.util.spec_from_file_location("generation_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_token_entropy_counts_each_group_over_its_own_slots():
+    from types import SimpleNamespace
+
+    bench = _generation_benchmark()
+    groups = [SimpleNamespace(name="adjective", k=2, code_start=0, code_end=8),
+              SimpleNamespace(name="noun", k=1, code_start=8, code_end=40)]
+    tok = SimpleNamespace(config=SimpleNamespace(groups=groups))
+    g = torch.Generator().manual_seed(0)
+    n = 400
+    adjectives = torch.randint(0, 4, (n, 4, 4, 2), generator=g)        # 4 equally likely values: 2 bits
+    nouns = torch.full((n, 4, 4, 1), 9)                                  # one value: 0 bits
+    out = bench._token_entropy_bits(torch.cat([adjectives, nouns], -1), tok)
+    assert out["marginal_entropy_bits_per_image"] == pytest.approx(16 * 2 * 2, rel=0.01)
+    assert out["raw_bits_per_image"] == pytest.approx(16 * (2 * 3 + 5))
+
+
+@pytest.mark.parametrize("diffs, verdict", [
+    ([-5.0, -5.2, -4.9], "yes"),                 # lower is better: consistently lower
+    ([5.0, 5.2, 4.9], "no, worse"),
+    ([-1.0, -30.0, -2.0], "better in 3/3, not significant"),
+    ([-1.0, 1.0, 0.5], "no clear difference"),
+])
+def test_benchmark_paired_verdicts(diffs, verdict):
+    assert _generation_benchmark().paired(diffs, lower_is_better=True).startswith(verdict + ":")

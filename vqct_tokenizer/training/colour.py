@@ -9,7 +9,8 @@ Cb 0.93) and returned flat green as grey-olive. Two remedies, each a config swit
 
 * ``loss.colour_balance = a``: the L1 is taken on the training set's colour principal axes, each
   weighted by (std_luminance / std_axis) ** a, luminance keeping weight 1. ``a = 1`` whitens the
-  colours; 0 is plain RGB L1.
+  colours; 0 is plain RGB L1. ``loss.colour_balance_norm = "grey"`` rescales it so that a grey
+  (brightness) error weighs what it does under RGB L1 (see ColourBalancedL1).
 * ``data.hue_jitter = p``: with probability p a training crop's chroma plane (BT.601 Cb, Cr) is
   rotated by a uniform random angle and scaled by a factor from ``data.saturation``, luminance
   kept. Photos rarely hold saturated greens or magentas; rotated ones do. The target is the
@@ -30,6 +31,7 @@ _YCBCR = torch.tensor([[0.299, 0.587, 0.114],
                        [-0.168736, -0.331264, 0.5],
                        [0.5, -0.418688, -0.081312]])
 _RGB = torch.linalg.inv(_YCBCR)
+COLOUR_BALANCE_NORMS = ("axes", "grey")
 
 
 def jitter_chroma(x: torch.Tensor, rng: random.Random, saturation: Sequence[float] = (1.0, 1.0)) -> torch.Tensor:
@@ -57,12 +59,24 @@ class ColourBalancedL1(nn.Module):
 
     ``axes`` (3, 3) rows are unit colour directions, ``stds`` their standard deviations in the data;
     weight_i = (stds[0] / stds[i]) ** exponent. The mean runs over the 3 axes, as RGB L1's over channels.
+
+    ``norm``: "axes" leaves W as it is. A grey error (δ, δ, δ) then projects to about √3·δ on the
+    luminance axis and to ~0 on the others, so it costs about 0.58·δ, against δ under RGB L1: the
+    balance also lowers the weight of every brightness and contrast error, relative to the
+    perceptual and VQ terms. "grey" scales W so that a grey error costs exactly what RGB L1 charges,
+    and only the chroma axes gain weight.
     """
 
-    def __init__(self, axes: torch.Tensor, stds: torch.Tensor, exponent: float) -> None:
+    def __init__(self, axes: torch.Tensor, stds: torch.Tensor, exponent: float, norm: str = "axes") -> None:
         super().__init__()
+        if norm not in COLOUR_BALANCE_NORMS:
+            raise ValueError(f"norm must be one of {COLOUR_BALANCE_NORMS}, got {norm!r}")
         weights = (stds[0] / stds) ** float(exponent)
-        self.register_buffer("matrix", weights[:, None] * axes, persistent=False)
+        matrix = weights[:, None] * axes
+        if norm == "grey":
+            grey = matrix @ torch.ones(3, dtype=matrix.dtype)          # W (1, 1, 1)
+            matrix = matrix * (3.0 / grey.abs().sum())                 # mean_i |W_i δ1| = |δ|
+        self.register_buffer("matrix", matrix, persistent=False)
 
     def forward(self, x: torch.Tensor, rec: torch.Tensor) -> torch.Tensor:
         diff = torch.einsum("ij,bjhw->bihw", self.matrix.to(x.dtype), x - rec)

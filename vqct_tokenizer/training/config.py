@@ -53,6 +53,9 @@ DEFAULTS: dict[str, Any] = {
         # L1 on the training photos' colour principal axes, axis i weighted (std_lum / std_i) ** a:
         # 0 = plain RGB L1, 1 = whitened colours (training/colour.py)
         "colour_balance": 0.0,
+        # axes: the mean over the weighted axes (a grey error costs ~0.58x RGB L1's) | grey: rescaled so
+        # that a grey error costs what RGB L1 charges
+        "colour_balance_norm": "axes",
         "disc_start": 10000, "disc_weight": 0.8, "disc_layers": 3, "disc_channels": 64,
     },
     "data": {"train": None, "crop": "resize", "scale": [0.33, 1.0], "flip": True, "workers": 2,
@@ -205,6 +208,8 @@ def validate(cfg: dict[str, Any]) -> None:
     balance = loss["colour_balance"]
     if isinstance(balance, bool) or not isinstance(balance, (int, float)) or not 0.0 <= balance <= 1.0:
         raise ValueError(f"loss.colour_balance must be a number in [0, 1] (0 = RGB L1), got {balance!r}")
+    if loss["colour_balance_norm"] not in ("axes", "grey"):
+        raise ValueError(f"loss.colour_balance_norm must be 'axes' or 'grey', got {loss['colour_balance_norm']!r}")
     if balance and loss["recon"] != "l1":
         raise ValueError("loss.colour_balance weights an L1: set loss.recon=l1")
     if int(cfg["optim"]["warmup_steps"]) < 0 or not 0.0 <= float(cfg["optim"]["min_lr_ratio"]) <= 1.0:

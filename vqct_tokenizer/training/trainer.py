@@ -230,10 +230,10 @@ def _build_data(cfg: dict[str, Any], r: _Run) -> tuple[ImageDataset, ResumableSa
     if balance:
         # measured on the data, not fixed: a face or bird set has other colour axes than open photos
         axes, stds = colour_axes(sample_pixels(dataset, seed=cfg["run"]["seed"]))
-        r.colour_l1 = ColourBalancedL1(axes, stds, balance).to(r.device)
+        r.colour_l1 = ColourBalancedL1(axes, stds, balance, cfg["loss"]["colour_balance_norm"]).to(r.device)
         if r.is_main:
             rows = ", ".join(f"({a[0]:+.2f}, {a[1]:+.2f}, {a[2]:+.2f}) std {sd:.3f}" for a, sd in zip(axes.tolist(), stds))
-            print(f"colour-balanced L1 (exponent {balance}): axes {rows}", flush=True)
+            print(f"colour-balanced L1 (exponent {balance}, norm {cfg['loss']['colour_balance_norm']}): axes {rows}", flush=True)
     return dataset, sampler, local_batch, steps_per_epoch
 
 
