@@ -377,6 +377,32 @@ def tables(agg: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def comparison_panel(args, path: Path, seed: int = 0, n: int = 16) -> None:
+    """One PNG: n real test birds beside the first n samples of each tokenizer's generator (``seed``)."""
+    from PIL import Image, ImageDraw
+
+    from vqct_tokenizer.cli.generator import image_grid
+    from vqct_tokenizer.evaluation.evaluate import list_images
+
+    side, gap, columns = 64, 2, int(math.sqrt(n))
+    crop = columns * (side + gap) - gap          # the top-left columns x columns block of a sample grid
+    paths = list_images(Path(args.data_root) / "birds227" / "test.txt")
+    real = [Image.open(p).convert("RGB").resize((side, side), Image.BICUBIC) for p in paths[:: len(paths) // n][:n]]
+    panels = [("real test images", image_grid(real, columns=columns))]
+    for name in args.tokenizers:
+        grid = Path(f"{args.output}_runs") / f"{name}_seed{seed}_samples.png"
+        if grid.is_file():
+            panels.append((f"{name} samples", Image.open(grid).convert("RGB").crop((0, 0, crop, crop))))
+    label, margin = 16, 8
+    canvas = Image.new("RGB", (len(panels) * (crop + margin) - margin, crop + label), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for i, (title, im) in enumerate(panels):
+        x = i * (crop + margin)
+        draw.text((x, 2), title, fill=(0, 0, 0))
+        canvas.paste(im, (x, label))
+    canvas.save(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.floors_one:
@@ -404,6 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     agg = aggregate(args)
     Path(f"{args.output}.json").write_text(json.dumps(agg, indent=1) + "\n")
     Path(f"{args.output}.md").write_text(tables(agg))
+    comparison_panel(args, Path(f"{args.output}_samples.png"))
     print(tables(agg))
     return 0
 
