@@ -73,6 +73,17 @@ def tiny_train_overrides(prior: Path, data: Path, out: Path) -> list[str]:
             "run.threads=1", f"run.out_dir={out}"]
 
 
+def benchmark_module(name: str):
+    """A script of benchmarks/ imported as a module (benchmarks/ is not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def write_tiny_images(out: Path, count: int = 12, size: tuple[int, int] = (24, 20)) -> Path:
     """``count`` small noisy single-colour PNGs (seed 0) in ``out``."""
     out.mkdir(parents=True, exist_ok=True)

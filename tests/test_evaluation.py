@@ -22,7 +22,7 @@ from vqct_tokenizer.evaluation.metrics import (MS_SSIM_WEIGHTS, SSIM_K1, Fidelit
                                                psnr, ssim)
 from vqct_tokenizer.evaluation.usage import CodeUsage, cell_bits, entropy_bits, perplexity
 
-from conftest import require
+from conftest import benchmark_module, require
 
 TINY = dict(resolution=32, ch=16, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(), z_channels=16,
             norm_groups=8, codebook_dim=8, num_adjectives=12, num_nouns=20)
@@ -376,18 +376,8 @@ def test_cli_eval_prints_summary(tiny_tokenizer: VQCTTokenizer, image_dir: Path,
     assert json.loads(out.read_text())["data"]["count"] == 3
 
 
-def _compare_variants_module():
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_variants.py"
-    spec = importlib.util.spec_from_file_location("compare_variants", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_compare_variants_reuses_only_matching_reports(tmp_path: Path) -> None:
-    compare = _compare_variants_module()
+    compare = benchmark_module("compare_variants")
     report_path = tmp_path / "r.json"
     job = ("v", "faces", "runs/v/ckpt_00001500.pt", "test.txt", report_path, 6)
     assert compare.reusable_report(job, None) is None  # nothing written yet

@@ -22,7 +22,7 @@ from vqct_tokenizer.generation import GeneratorConfig, TokenGenerator
 from vqct_tokenizer.tokens import read_token_file
 from vqct_tokenizer.tokens.files import StoredTokens, write_token_file
 
-from conftest import make_tokenizer
+from conftest import benchmark_module, make_tokenizer
 
 GRID = (2, 2)
 TINY = {"width": 32, "depth": 1, "heads": 2, "dropout": 0.0, "lr": 3e-3, "warmup_steps": 0, "schedule": "constant",
@@ -298,21 +298,10 @@ def test_bits_per_image_is_the_sum_of_token_nll(tiny_tok):
 
 
 # ----------------------------------------------------------------------------- the generation benchmark
-def _generation_benchmark():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "generation.py"
-    spec = importlib.util.spec_from_file_location("generation_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_benchmark_token_entropy_counts_each_group_over_its_own_slots():
     from types import SimpleNamespace
 
-    bench = _generation_benchmark()
+    bench = benchmark_module("generation")
     groups = [SimpleNamespace(name="adjective", k=2, code_start=0, code_end=8),
               SimpleNamespace(name="noun", k=1, code_start=8, code_end=40)]
     tok = SimpleNamespace(config=SimpleNamespace(groups=groups))
@@ -332,4 +321,4 @@ def test_benchmark_token_entropy_counts_each_group_over_its_own_slots():
     ([-1.0, 1.0, 0.5], "no clear difference"),
 ])
 def test_benchmark_paired_verdicts(diffs, verdict):
-    assert _generation_benchmark().paired(diffs, lower_is_better=True).startswith(verdict + ":")
+    assert benchmark_module("generation").paired(diffs, lower_is_better=True).startswith(verdict + ":")
