@@ -19,7 +19,7 @@ tokens, and:
 
 Every stage skips what is on disk (tokenizer checkpoints, exports, token datasets, generator
 checkpoints, per-run reports), so a cut-off sweep resumes where it stopped. The tokenizer seed is
-fixed (0); the spread is over generator seeds. Launch (about 90 minutes on 2 CPU cores):
+fixed (0); the spread is over generator seeds. Launch (about 105 minutes on 2 CPU cores, measured):
 
     python benchmarks/generation.py --tokenizer-steps 2000 --steps 1000 --seeds 0 1 2 --jobs 2
     python benchmarks/generation.py --report-only        # tables from the reports written
@@ -241,10 +241,7 @@ def _to_pil(x):
 
 def _decode(tok, ids):
     """(B, h, w, k+1) ids -> (B, 3, H, W) in [0, 1], decoded in float32."""
-    import torch
-
-    out = tok.decode(ids, output_type="pt", precision="fp32")
-    return (out if isinstance(out, torch.Tensor) else torch.stack(list(out))).clamp(0, 1)
+    return tok.decode(ids, output_type="pt", precision="fp32").clamp(0, 1)
 
 
 def _token_entropy_bits(grids, tok) -> dict[str, float]:
@@ -253,9 +250,9 @@ def _token_entropy_bits(grids, tok) -> dict[str, float]:
     import torch
 
     flat = grids.reshape(len(grids), -1, grids.shape[-1])
-    total = 0.0
+    total, slots = 0.0, _slot_names(tok)
     for g in tok.config.groups:
-        cols = flat[..., [i for i, n in enumerate(_slot_names(tok)) if n == g.name]].reshape(-1)
+        cols = flat[..., [i for i, n in enumerate(slots) if n == g.name]].reshape(-1)
         counts = torch.bincount(cols - g.code_start, minlength=g.code_end - g.code_start).double()
         p = counts[counts > 0] / counts.sum()
         total += float(-(p * p.log2()).sum()) * cols.numel() / len(grids)
