@@ -57,6 +57,7 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     "hue+balance": (["data.hue_jitter=0.5", "data.saturation=[0.8,1.6]", "loss.colour_balance=1.0"],
                     "both"),
     "fix": (COLOUR_FIX, "the colour fix of round 4's second stage (jitter + balance 0.5), from step 0"),
+    "layer": (["model.encoder_norm=layer"], "the encoder's GroupNorms replaced by per-position LayerNorms, from step 0"),
     # second stages of round 3's shipped models: encoder and decoder fine-tuned around their frozen
     # codebook (training/warm_start.py), at a lower learning rate. They start from round 3's exports:
     #   for m in vqct-open-f8 baseline-open-f8; do mkdir -p runs/$m-r3 &&
@@ -67,6 +68,16 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
                     "the colour fix with its balanced L1 rescaled so that a grey error weighs what RGB L1 charges"),
     "ft-fix-baseline": (FINETUNE + ["run.init_from=runs/baseline-open-f8-r3"] + COLOUR_FIX,
                         "round 3's baseline-open-f8 fine-tuned with the colour fix"),
+    # the encoder's norm (round 5): per-position statistics instead of GroupNorm's whole-image ones,
+    # so tokens do not depend on the image's size (--out benchmarks/results/encoder_norm_probes)
+    "ft-fix-layer": (FINETUNE + ["run.init_from=runs/vqct-open-f8-r3"] + COLOUR_FIX + ["model.encoder_norm=layer"],
+                     "the colour fix with the encoder's GroupNorms replaced by per-position LayerNorms"),
+    "ft-fix-local-group": (FINETUNE + ["run.init_from=runs/vqct-open-f8-r3"] + COLOUR_FIX
+                           + ["model.encoder_norm=local_group"],
+                           "the colour fix with the encoder's GroupNorms computed per position (8 groups)"),
+    "ft-fix-baseline-layer": (FINETUNE + ["run.init_from=runs/baseline-open-f8-r3"] + COLOUR_FIX
+                              + ["model.encoder_norm=layer"],
+                              "round 3's baseline-open-f8 fine-tuned with the colour fix and per-position LayerNorms"),
 }
 
 

@@ -161,3 +161,18 @@ def test_warm_start_names_an_architecture_mismatch(exported_tiny, tiny_prior, im
                    f"run.init_from={exported_tiny}", "codebook.source=fixed")
     with pytest.raises(ConfigError, match="z_channels: config 16"):
         build_model(cfg)
+
+
+def test_a_warm_start_may_switch_the_encoder_to_a_per_position_norm(exported_tiny, tiny_prior, image_dir,  # noqa: F811
+                                                                      tmp_path):
+    """The norms' weights have GroupNorm's names and shapes, so round 4's weights start a
+    ``model.encoder_norm=layer`` run; the export then says which norm its encoder uses."""
+    cfg = tiny_cfg(tmp_path / "ft", tiny_prior, image_dir, "optim.steps=1", "codebook.cosine=true",
+                   f"run.init_from={exported_tiny}", "codebook.source=fixed", "model.encoder_norm=layer")
+    start = VQCTTokenizer.from_pretrained(exported_tiny)
+    model = build_model(cfg)
+    assert start.config.encoder_norm == "group" and model.config.encoder_norm == "layer"
+    assert all(torch.equal(v, start.model.state_dict()[k]) for k, v in model.autoencoder.state_dict().items())
+    train(cfg)
+    export(find_latest(tmp_path / "ft"), tmp_path / "tok")
+    assert VQCTTokenizer.from_pretrained(tmp_path / "tok").config.encoder_norm == "layer"

@@ -25,6 +25,7 @@ QUANTIZERS = ("vqct", "vq")
 # shipped weights and models exported before the rename say "dual" in config.json: they still load.
 LEGACY_QUANTIZERS = {"dual": "vqct"}
 RESIZE_MODES = ("center_crop", "resize", "pad")
+ENCODER_NORMS = ("group", "layer", "local_group")
 RESAMPLES = ("bicubic", "bilinear", "lanczos", "nearest")
 #: The axes of a token grid, as token layouts name them (see ``VQCTConfig.token_layout``).
 LAYOUT_AXES = ("row", "column", "slot")
@@ -62,6 +63,11 @@ class VQCTConfig:
     mid_attention: bool = True
     z_channels: int = 256
     norm_groups: int = 32
+    # The encoder's norm layers. "group": GroupNorm with whole-image statistics (taming; every model
+    # exported before 0.4). "layer" / "local_group": statistics per position, so the encoder computes
+    # the same function at every image size and a cell's tokens depend only on its receptive field.
+    # The decoder keeps GroupNorm. Weights of the three are interchangeable (same names and shapes).
+    encoder_norm: str = "group"
     dropout: float = 0.0
     # --- quantizer ---
     # "vqct": VQCT's adjective half (k nearest, averaged) + noun half (nearest); "dual" before.
@@ -160,6 +166,8 @@ class VQCTConfig:
         need(1 <= self.codebook_dim <= 8192, f"codebook_dim must be in [1, 8192], got {self.codebook_dim}")
         need(self.in_channels == 3 and self.out_channels == 3, "only RGB models (in/out_channels 3) are supported")
         need(self.norm_groups >= 1, f"norm_groups must be >= 1, got {self.norm_groups}")
+        need(self.encoder_norm in ENCODER_NORMS,
+             f"encoder_norm must be one of {ENCODER_NORMS}, got {self.encoder_norm!r}")
         for c in {self.ch * m for m in (1, *self.ch_mult)}:
             need(c % self.norm_groups == 0, f"channel width {c} is not divisible by norm_groups {self.norm_groups}")
         need(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")

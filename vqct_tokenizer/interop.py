@@ -48,6 +48,9 @@ def check_diffusers_compatible(config: VQCTConfig) -> None:
     if config.normalize_codes:
         # our encode_latent l2-normalises each group's latent; diffusers' VQModel.encode would not
         raise ValueError("diffusers' VQModel has no cosine (l2-normalised) code lookup; this model has normalize_codes=true")
+    if config.encoder_norm != "group":
+        raise ValueError(f"diffusers' Encoder normalises with GroupNorm over the whole image; this model's encoder "
+                         f"uses encoder_norm={config.encoder_norm!r} (statistics per position)")
 
 
 def diffusers_vqmodel_config(config: VQCTConfig) -> dict[str, Any]:

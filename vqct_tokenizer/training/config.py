@@ -19,6 +19,9 @@ DEFAULTS: dict[str, Any] = {
         "resolution": 256, "ch": 128, "ch_mult": [1, 1, 2, 2, 4], "num_res_blocks": 2,
         "attn_resolutions": [16], "mid_attention": True, "z_channels": 256, "codebook_dim": 256, "k_adjectives": 2,
         "norm_groups": 32, "dropout": 0.0,
+        # group (GroupNorm, whole-image statistics) | layer | local_group (per position: the encoder is
+        # the same function at any image size; models/autoencoder.py LocalGroupNorm)
+        "encoder_norm": "group",
     },
     "codebook": {
         "quantizer": "vqct",       # vqct (adjective + noun groups) | vq (plain VQGAN, num_codes)
