@@ -75,6 +75,9 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     "ft-fix-local-group": (FINETUNE + ["run.init_from=runs/vqct-open-f8-r3"] + COLOUR_FIX
                            + ["model.encoder_norm=local_group"],
                            "the colour fix with the encoder's GroupNorms computed per position (8 groups)"),
+    "ft-fix-layer-synthetic": (FINETUNE + ["run.init_from=runs/vqct-open-f8-r3"] + COLOUR_FIX
+                               + ["model.encoder_norm=layer", "data.synthetic=0.25"],
+                               "per-position LayerNorms, and a quarter of the samples dead-leaves images of flat random colours"),
     "ft-fix-baseline-layer": (FINETUNE + ["run.init_from=runs/baseline-open-f8-r3"] + COLOUR_FIX
                               + ["model.encoder_norm=layer"],
                               "round 3's baseline-open-f8 fine-tuned with the colour fix and per-position LayerNorms"),

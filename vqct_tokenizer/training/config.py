@@ -63,7 +63,9 @@ DEFAULTS: dict[str, Any] = {
     },
     "data": {"train": None, "crop": "resize", "scale": [0.33, 1.0], "flip": True, "workers": 2,
              # probability of rotating a crop's chroma by a random angle, scaled by a factor in saturation
-             "hue_jitter": 0.0, "saturation": [1.0, 1.0]},
+             "hue_jitter": 0.0, "saturation": [1.0, 1.0],
+             # probability of replacing a sample by a dead-leaves image of flat random colours (synthetic.py)
+             "synthetic": 0.0},
     "optim": {
         "batch_size": 8, "lr": 7.2e-5, "betas": [0.5, 0.9], "steps": 100000, "grad_clip": 0.0,
         # linear warm-up, then constant or cosine decay to min_lr_ratio * lr at optim.steps (schedule.py)

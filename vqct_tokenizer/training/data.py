@@ -22,6 +22,7 @@ from torch.utils.data import Dataset, Sampler
 from ..image_io import list_image_paths
 from ..image_processor import TRAINING_CROPS, ImageProcessor, resize_mode_for_crop
 from .colour import jitter_chroma
+from .synthetic import dead_leaves
 
 CROPS = tuple(TRAINING_CROPS)
 #: The resampling of training images (the trainer keeps ImageDataset's default); export writes it
@@ -40,22 +41,29 @@ class ImageDataset(Dataset):
 
     ``hue_jitter``: the probability that a sample's chroma is rotated by a random angle and scaled by
     a factor in ``saturation`` (``training/colour.py``); 0 leaves colours alone.
+
+    ``synthetic``: the probability that a sample is replaced by a dead-leaves image of flat random
+    colours (``training/synthetic.py``); 0 never does, and then samples are exactly as before.
     """
 
     def __init__(self, source: str | Path, resolution: int, crop: str = "resize", flip: bool = True,
                  scale: tuple[float, float] = (0.33, 1.0), resample: str = TRAIN_RESAMPLE,
-                 hue_jitter: float = 0.0, saturation: tuple[float, float] = (1.0, 1.0)) -> None:
+                 hue_jitter: float = 0.0, saturation: tuple[float, float] = (1.0, 1.0),
+                 synthetic: float = 0.0) -> None:
         mode = resize_mode_for_crop(crop)  # checks crop
         lo, hi = float(scale[0]), float(scale[1])
         if not 0.0 < lo <= hi <= 1.0:
             raise ValueError(f"data.scale must be [lo, hi] with 0 < lo <= hi <= 1, got {list(scale)}")
         if not 0.0 <= float(hue_jitter) <= 1.0:
             raise ValueError(f"data.hue_jitter must be a probability in [0, 1], got {hue_jitter!r}")
+        if not 0.0 <= float(synthetic) <= 1.0:
+            raise ValueError(f"data.synthetic must be a probability in [0, 1], got {synthetic!r}")
         if not 0.0 <= float(saturation[0]) <= float(saturation[1]):
             raise ValueError(f"data.saturation must be [lo, hi] with 0 <= lo <= hi, got {list(saturation)}")
         self.files = list_image_paths(source)
         self.resolution, self.crop, self.flip, self.scale = resolution, crop, flip, (lo, hi)
         self.hue_jitter, self.saturation = float(hue_jitter), (float(saturation[0]), float(saturation[1]))
+        self.synthetic = float(synthetic)
         self.processor = ImageProcessor(resolution, mode, resample)
 
     def __len__(self) -> int:
@@ -65,6 +73,8 @@ class ImageDataset(Dataset):
         index, aug_seed = item
         rng = random.Random(aug_seed)
         proc, r = self.processor, self.resolution
+        if self.synthetic and rng.random() < self.synthetic:
+            return proc.normalize(dead_leaves(rng, r))
         # inference's reader: its pixel limit (checked before decoding), alpha over white, 16-bit, CMYK
         img = proc.load(self.files[index])
         h, w = int(img.shape[1]), int(img.shape[2])

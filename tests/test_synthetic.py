@@ -1,0 +1,58 @@
+"""Dead-leaves training images (training/synthetic.py) and their switch, data.synthetic."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from test_training import image_dir  # noqa: F401  (fixture)
+from vqct_tokenizer.training.data import ImageDataset
+from vqct_tokenizer.training.synthetic import dead_leaves
+
+
+def test_dead_leaves_are_seeded_in_range_and_mostly_flat_with_many_colours():
+    a, b = dead_leaves(random.Random(3), 64), dead_leaves(random.Random(3), 64)
+    assert a.shape == (3, 64, 64) and a.dtype == torch.float32
+    assert torch.equal(a, b)
+    assert not torch.equal(a, dead_leaves(random.Random(4), 64))
+    assert 0.0 <= a.min() and a.max() <= 1.0
+    # flat regions: most pixels equal their right-hand neighbour; edges exist too
+    same = (a[:, :, 1:] == a[:, :, :-1]).all(0).float().mean()
+    assert 0.6 < same < 1.0
+    assert len(torch.unique(a.reshape(3, -1).T, dim=0)) > 10
+
+
+def test_dead_leaves_colours_reach_saturation_and_the_extremes():
+    pixels = torch.cat([dead_leaves(random.Random(s), 32).reshape(3, -1).T for s in range(40)])
+    spread = pixels.max(1).values - pixels.min(1).values  # 1 for a fully saturated colour
+    assert (spread > 0.8).float().mean() > 0.1
+    # the arcsine law puts 0.9 % of colours within 0.1 of black and as many of white (0.205 ** 3)
+    assert (pixels.max(1).values < 0.1).float().mean() > 0.001
+    assert (pixels.min(1).values > 0.9).float().mean() > 0.001
+
+
+def test_dead_leaves_refuses_bad_arguments():
+    with pytest.raises(ValueError, match="r_min <= r_max"):
+        dead_leaves(random.Random(0), 16, r_min=0.5, r_max=0.1)
+
+
+def test_the_dataset_mixes_in_dead_leaves_only_when_asked(image_dir):  # noqa: F811
+    plain = ImageDataset(image_dir, 16, "center")
+    assert plain.synthetic == 0.0
+    always = ImageDataset(image_dir, 16, "center", synthetic=1.0)
+    x = always[(0, 7)]
+    assert torch.equal(x, dead_leaves(_after_one_draw(7), 16) * 2 - 1)
+    assert not torch.equal(x, plain[(0, 7)])
+    half = ImageDataset(image_dir, 16, "center", synthetic=0.5)
+    kinds = [torch.equal(half[(0, s)], plain[(0, s)]) for s in range(40)]
+    assert 5 < sum(kinds) < 35  # some photos, some synthetic
+    with pytest.raises(ValueError, match="data.synthetic"):
+        ImageDataset(image_dir, 16, synthetic=1.5)
+
+
+def _after_one_draw(seed: int) -> random.Random:
+    rng = random.Random(seed)
+    rng.random()  # the draw that chose a synthetic sample
+    return rng
