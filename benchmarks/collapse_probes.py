@@ -160,8 +160,8 @@ def _mean_sd(values: list[float]) -> str:
 
 
 def summarise(results: dict[str, dict[int, dict]]) -> str:
-    plain_names = ["flat-black", "flat-white", "flat-red", "flat-green", "flat-blue", "flat-teal", "flat-magenta",
-                   "gradient", "colour-ramp", "checkerboard"]
+    plain_names = ["flat-black", "flat-white", "flat-grey", "flat-red", "flat-green", "flat-blue", "flat-teal",
+                   "flat-olive", "flat-yellow", "flat-magenta", "gradient", "colour-ramp", "checkerboard"]
     head = ("| variant | seeds | latent PR adj / noun | top share adj / noun | PSNR / SSIM | full − top-2 PCs (dB) | "
             "usage adj / noun % | chroma slope Cb / Cr | min plain | " + " | ".join(plain_names) + " |")
     lines = [head, "|" + "---|" * (9 + len(plain_names))]

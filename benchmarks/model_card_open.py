@@ -79,7 +79,7 @@ def limits_text(name: str, report: dict, other: dict | None, jpeg: dict | None, 
 
 
 def stage_text(name: str, is_vqct: bool, second_stage: bool, steps: int | None) -> str:
-    """How to train the model: one run, or round 3's run and round 4's colour stage."""
+    """How to train the model: one run, or round 3's run and the second stage (colour fix, per-position encoder norm)."""
     config = "open-f8" if is_vqct else "open-f8-learned-strong"
     run = "open-f8-vqct" if is_vqct else "open-f8-learned-strong"
     if not second_stage:
@@ -88,8 +88,9 @@ vqct train --config {config} data.train=../shared/data/open/train.txt run.thread
 vqct export runs/{run}/ckpt_{steps:08d}.pt -o exported/{name} --resolution 256
 ```"""
     return f"""Two stages. Stage 1 is round 3's run (4,000 steps, config `{config}`, the weights this folder
-held at commit 182eb38). Stage 2 (round 4) fine-tunes its encoder and decoder for {steps} steps with
-the colour fix, its codebook frozen (config `open-f8-colour`, `training/warm_start.py`):
+held at commit 182eb38). Stage 2 (round 5) fine-tunes its encoder and decoder for {steps} steps with
+the colour fix and a per-position encoder norm, its codebook frozen (config `open-f8-colour`,
+`training/warm_start.py`):
 
 ```bash
 vqct train --config {config} data.train=../shared/data/open/train.txt run.threads=1
@@ -99,6 +100,11 @@ vqct train --config open-f8-colour data.train=../shared/data/open/train.txt run.
 vqct export runs/{name}-colour/ckpt_{steps:08d}.pt -o exported/{name} --resolution 256
 ```
 
+- Stage 2: the encoder's GroupNorms become LayerNorms over the channels at each position
+  (`model.encoder_norm=layer`; the GroupNorm weights load unchanged). GroupNorm's statistics span the
+  whole image, so the encoder trained on 64² crops encoded larger images differently: flat black came
+  back at 44 dB from a 64² image and at 21 dB from a 256² one (`benchmarks/results/size_dependence.md`,
+  `benchmarks/results/encoder_norm_probes.md`).
 - Stage 2: half the 64² crops get their chroma (Cb, Cr) rotated by a random angle and scaled by
   0.8-1.6 (`data.hue_jitter`), and the L1 is taken on the training photos' colour principal axes,
   weighted by the square root of whitening (`loss.colour_balance` 0.5: blue-orange ×1.7,
@@ -123,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
         prov = config["extra"].get("provenance", {})
         train_cfg = config["extra"].get("training", {})
         is_vqct = name == "vqct-open-f8"
-        second_stage = bool(train_cfg.get("init_from"))  # round 4: the colour stage around a frozen codebook
+        second_stage = bool(train_cfg.get("init_from"))  # the second stage around a frozen codebook
         ours = {s: load(str(args.results / f"open_f8_{name}_{s}.json")) for s, _ in SPLITS
                 if (args.results / f"open_f8_{name}_{s}.json").is_file()}
         theirs = {s: load(str(args.results / f"open_f8_{other}_{s}.json")) for s, _ in SPLITS
@@ -187,13 +193,13 @@ or VGG weights on the machine).
 {stage_text(name, is_vqct, second_stage, steps)}
 
 - Provenance (written by `vqct export`{", of stage 2" if second_stage else ""}): step {steps}, {prov.get('images_seen', 0):,} images seen, about
-  {prov.get('train_wall_seconds', 0) / 60:.0f} min of training wall time ({"three runs side by side on a shared 2-core CPU without bf16, one thread each, fp32; stage 1: 58 min, two runs side by side, bf16 autocast" if second_stage else "two runs side by side on a shared 2-core CPU, one thread each, bf16 autocast"}); config sha256 `{prov.get('config_sha256', '?')[:16]}…`, data list sha256
+  {prov.get('train_wall_seconds', 0) / 60:.0f} min of training wall time ({"two runs side by side on a shared 2-core CPU, one thread each, bf16 autocast; stage 1: 58 min, the same way" if second_stage else "two runs side by side on a shared 2-core CPU, one thread each, bf16 autocast"}); config sha256 `{prov.get('config_sha256', '?')[:16]}…`, data list sha256
   `{prov.get('data_list_sha256', '?')[:16]}…`{", prior sha256 `" + prov['prior_sha256'][:16] + "…`" if 'prior_sha256' in prov else ""}.
   The exported weights are the exponential moving average (decay {"0.998" if second_stage else "0.999"}) of the training weights.
 - Data: 64×64 crops at a random position and scale (a square of 33–100 % of the short side, resized
-  to 64), random horizontal flips. Trained on crops, used at any size: the network has no attention.
+  to 64), random horizontal flips. Trained on crops, used at any size: the network has no attention{", and its encoder normalises per position" if second_stage else ""}.
 - Architecture: ch 64, ch_mult [1, 2, 2, 4] (f = 8), 1 res block per level, no attention, z_channels 64,
-  k = 2; codes looked up by angle in D = 32 (l2-normalised latents and codes). {"Codebook: prior `minilm-cub-flowers-coco-flickr8k` (613 adjectives, 1,811 nouns mined from CUB, Oxford-102 flowers, COCO val2017 and Flickr8k captions with the WordNet vocabulary check, embedded by all-MiniLM-L6-v2, not the paper's CLIP) through the fixed 2-layer GCN (bias after propagation, row-normalised adjacency)." if is_vqct else "Codebook: 613 + 1,811 codes learned from scratch (k-means start, EMA updates with decay 0.99, dead-code restarts after 100 steps)."}
+  {"encoder norms per position (LayerNorm over channels), decoder GroupNorm (8 groups)" if second_stage else "GroupNorm (8 groups)"}, k = 2; codes looked up by angle in D = 32 (l2-normalised latents and codes). {"Codebook: prior `minilm-cub-flowers-coco-flickr8k` (613 adjectives, 1,811 nouns mined from CUB, Oxford-102 flowers, COCO val2017 and Flickr8k captions with the WordNet vocabulary check, embedded by all-MiniLM-L6-v2, not the paper's CLIP) through the fixed 2-layer GCN (bias after propagation, row-normalised adjacency)." if is_vqct else "Codebook: 613 + 1,811 codes learned from scratch (k-means start, EMA updates with decay 0.99, dead-code restarts after 100 steps)."}
 - Loss{" (stage 1)" if second_stage else ""}: L1 + EfficientNet-Lite0 perceptual (1.0) + per-group VQ loss (codebook + 0.25·commitment). No GAN
   in this budget (the discriminator would start at step 100,000): in round 1's faces runs the GAN phase
   lowered PSNR.

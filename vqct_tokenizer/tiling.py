@@ -98,6 +98,8 @@ class _WholeImageNorms:
     everywhere (1-5 % of cells kept on the open test photos). Instead each layer's mean and
     variance are summed over all tiles first (a sweep over the tiles that stops at that layer),
     then applied: the sweeps make a stage cost about (number of its norms + 1) partial passes.
+    Per-position norms (``encoder_norm`` "layer" / "local_group") are not GroupNorm layers: they need
+    no statistics, and a stage of them runs each tile once.
     """
 
     def __init__(self, norms: list[nn.GroupNorm]) -> None:

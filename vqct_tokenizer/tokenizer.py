@@ -82,7 +82,8 @@ class VQCTTokenizer(nn.Module):
             whole image's statistics and every kept cell its full receptive field, so the tokens
             are the whole image's (99.94 % of cells identical on a 1024x1024 photo, 100 % on 20
             photos in 128 px tiles; the rest float rounding at near-ties), for up to about twice
-            the time (a partial pass per GroupNorm); memory is one tile plus the encoder's
+            the time (a partial pass per GroupNorm; an encoder with per-position norms,
+            ``config.encoder_norm`` "layer", needs none); memory is one tile plus the encoder's
             whole-image stage outputs. Decode normalises each tile by its own statistics, as
             diffusers and Cosmos do, and blends neighbouring tiles linearly across their overlap:
             pixels differ from a whole decode by about 32 dB PSNR, with no seam (the band around
