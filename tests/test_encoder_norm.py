@@ -83,6 +83,9 @@ def test_the_encoder_norm_is_saved_checked_and_defaults_to_group_for_older_confi
     older = config.to_dict()
     del older["encoder_norm"]
     assert VQCTConfig.from_dict(older).encoder_norm == "group"
+    # other tokens, another hash; GroupNorm models keep the hash they had before the field existed
+    assert config.architecture_hash() != tiny_config().architecture_hash()
+    assert VQCTConfig.from_dict(older).architecture_hash() == tiny_config().architecture_hash()
     with pytest.raises(ConfigError, match="encoder_norm must be one of"):
         tiny_config(encoder_norm="batch")
     with pytest.raises(ValueError, match="encoder_norm='layer'"):

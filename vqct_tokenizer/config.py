@@ -234,4 +234,6 @@ class VQCTConfig:
             d.pop("mid_attention")
         if not d["normalize_codes"]:  # newer still: models without cosine lookup keep their hashes
             d.pop("normalize_codes")
+        if d["encoder_norm"] == "group":  # newer again: GroupNorm encoders keep their hashes (token files stay valid)
+            d.pop("encoder_norm")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
