@@ -81,6 +81,10 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     "ft-fix-baseline-layer": (FINETUNE + ["run.init_from=runs/baseline-open-f8-r3"] + COLOUR_FIX
                               + ["model.encoder_norm=layer"],
                               "round 3's baseline-open-f8 fine-tuned with the colour fix and per-position LayerNorms"),
+    "ft-fix-baseline-layer-synthetic": (FINETUNE + ["run.init_from=runs/baseline-open-f8-r3"] + COLOUR_FIX
+                                        + ["model.encoder_norm=layer", "data.synthetic=0.25"],
+                                        "round 3's baseline-open-f8 with the shipped second stage: per-position "
+                                        "LayerNorms and a quarter dead-leaves samples"),
 }
 
 

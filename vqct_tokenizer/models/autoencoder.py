@@ -28,7 +28,7 @@ class LocalGroupNorm(nn.Module):
 
     Why: GroupNorm's statistics span the whole image, so an encoder trained on 64² crops meets other
     statistics on a 256² photo; on flat inputs the gap is large (flat black: 44 dB at 64², 21 dB at
-    256², docs/BENCHMARKS.md "Size"). A per-position norm computes the same function at any size.
+    256², docs/BENCHMARKS.md "Image size"). A per-position norm computes the same function at any size.
     Parameter names and shapes are GroupNorm's, so weights of either load into the other.
     """
 
