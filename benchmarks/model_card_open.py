@@ -45,9 +45,9 @@ def files_text(folder: Path) -> str:
     text = f"`{'`, `'.join(f.name for f in files)}` ({size:.1f} MB), `config.json`, `vocab.json`. Stored as {listing}."
     if "F16" in parts:
         text += (" Loading upcasts everything to float32. The encoder side stays float32, so the tokens are those "
-                 "of float32 storage: identical on the first 30 open test photos at native size, where the decoded "
-                 "8-bit images are at least 67.7 dB PSNR from float32 storage's (measured when converting, round 4; "
-                 "the trade-off of each storage: `benchmarks/half_weights.py`).")
+                 "of float32 storage: identical on all 200 open test photos at 256², and decoding the same tokens "
+                 "differs from float32 storage's by 92.1 dB PSNR (`benchmarks/half_weights.py`, round 5's weights: "
+                 "`benchmarks/results/half_weights.json`, which also gives the other storages' trade-offs).")
     return text
 
 
@@ -87,9 +87,11 @@ def stage_text(name: str, is_vqct: bool, second_stage: bool, steps: int | None) 
 vqct train --config {config} data.train=../shared/data/open/train.txt run.threads=1
 vqct export runs/{run}/ckpt_{steps:08d}.pt -o exported/{name} --resolution 256
 ```"""
+    # the default ships its decoder in float16 (a smaller wheel); its encoder stays float32, so tokens do not change
+    storage = " \\\n    --dtype fp16 --keep-float32 model.encoder model.quant_conv" if is_vqct else ""
     return f"""Two stages. Stage 1 is round 3's run (4,000 steps, config `{config}`, the weights this folder
 held at commit 182eb38). Stage 2 (round 5) fine-tunes its encoder and decoder for {steps} steps with
-the colour fix and a per-position encoder norm, its codebook frozen (config `open-f8-colour`,
+the colour fix, a per-position encoder norm and dead-leaves samples, its codebook frozen (config `open-f8-colour`,
 `training/warm_start.py`):
 
 ```bash
@@ -97,7 +99,7 @@ vqct train --config {config} data.train=../shared/data/open/train.txt run.thread
 vqct export runs/{run}/ckpt_00004000.pt -o runs/{name}-r3 --resolution 256
 vqct train --config open-f8-colour data.train=../shared/data/open/train.txt run.threads=1 \\
     run.init_from=runs/{name}-r3 run.out_dir=runs/{name}-colour
-vqct export runs/{name}-colour/ckpt_{steps:08d}.pt -o exported/{name} --resolution 256
+vqct export runs/{name}-colour/ckpt_{steps:08d}.pt -o exported/{name} --resolution 256{storage}
 ```
 
 - Stage 2: the encoder's GroupNorms become LayerNorms over the channels at each position
