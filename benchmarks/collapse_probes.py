@@ -81,6 +81,15 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     "ft-fix-baseline-layer": (FINETUNE + ["run.init_from=runs/baseline-open-f8-r3"] + COLOUR_FIX
                               + ["model.encoder_norm=layer"],
                               "round 3's baseline-open-f8 fine-tuned with the colour fix and per-position LayerNorms"),
+    # what might lift the plain inputs still under 30 dB (magenta, blue): more dead leaves, or less
+    # weight on the perceptual loss, which cares little about a flat area's exact colour
+    "ft-fix-layer-synthetic-half": (FINETUNE + ["run.init_from=runs/vqct-open-f8-r3"] + COLOUR_FIX
+                                    + ["model.encoder_norm=layer", "data.synthetic=0.5"],
+                                    "per-position LayerNorms, and half the samples dead leaves"),
+    "ft-fix-layer-synthetic-perc-half": (FINETUNE + ["run.init_from=runs/vqct-open-f8-r3"] + COLOUR_FIX
+                                         + ["model.encoder_norm=layer", "data.synthetic=0.25",
+                                            "loss.perceptual_weight=0.5"],
+                                         "per-position LayerNorms, a quarter dead leaves, perceptual weight 0.5"),
     "ft-fix-baseline-layer-synthetic": (FINETUNE + ["run.init_from=runs/baseline-open-f8-r3"] + COLOUR_FIX
                                         + ["model.encoder_norm=layer", "data.synthetic=0.25"],
                                         "round 3's baseline-open-f8 with the shipped second stage: per-position "
