@@ -94,6 +94,23 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
                                         + ["model.encoder_norm=layer", "data.synthetic=0.25"],
                                         "round 3's baseline-open-f8 with the shipped second stage: per-position "
                                         "LayerNorms and a quarter dead-leaves samples"),
+    # round 6: past the latent-PR ceiling of a frozen codebook (docs/BENCHMARKS.md). Both continue the
+    # shipped round-5 default with its own second stage; the codebook gets a trainable linear map
+    "r5-remap": (FINETUNE + ["run.init_from=vqct-open-f8"] + COLOUR_FIX
+                 + ["model.encoder_norm=layer", "data.synthetic=0.25", "codebook.remap=linear"],
+                 "control: round 5's second stage continued, the word codes through a trainable linear map"),
+    "r5-remap-spread": (FINETUNE + ["run.init_from=vqct-open-f8"] + COLOUR_FIX
+                        + ["model.encoder_norm=layer", "data.synthetic=0.25", "codebook.remap=linear",
+                           "loss.spread_weight=1.0", "loss.spread_floor=12"],
+                        "the same, and a hinge on each group's batch latent PR below 12"),
+    "r5-remap-spread9": (FINETUNE + ["run.init_from=vqct-open-f8"] + COLOUR_FIX
+                         + ["model.encoder_norm=layer", "data.synthetic=0.25", "codebook.remap=linear",
+                            "loss.spread_weight=1.0", "loss.spread_floor=9"],
+                         "the hinge with its floor at 9 (just above issue 20's bar of 8)"),
+    "baseline-r5-remap-spread9": (FINETUNE + ["run.init_from=baseline-open-f8"] + COLOUR_FIX
+                                  + ["model.encoder_norm=layer", "data.synthetic=0.25", "codebook.remap=linear",
+                                     "loss.spread_weight=1.0", "loss.spread_floor=9"],
+                                  "the learned baseline (round 5) with the same continuation: remap, hinge at 9"),
 }
 
 

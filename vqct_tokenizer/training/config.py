@@ -43,6 +43,9 @@ DEFAULTS: dict[str, Any] = {
         "ema_decay": 0.0,           # 0: codes trained by the codebook loss; e.g. 0.99: EMA of assigned latents
         "restart_dead_after": 0,    # re-init a code unused for this many steps to a batch latent; 0: never
         "simvq": False,             # codebook = frozen random C @ learned linear map W (SimVQ)
+        # source=fixed only: none (the start's codes, frozen) | linear (codes @ a trainable D×D map W,
+        # started at the identity: SimVQ's reparametrisation over the word codes; warm_start.py)
+        "remap": "none",
         # l2-normalised latents and codes, nearest by angle (any source; the exported tokenizer does the
         # same). With a small model.codebook_dim (8-32) this is ViT-VQGAN's low-dimensional lookup.
         "cosine": False,
@@ -59,6 +62,10 @@ DEFAULTS: dict[str, Any] = {
         # axes: the mean over the weighted axes (a grey error costs ~0.58x RGB L1's) | grey: rescaled so
         # that a grey error costs what RGB L1 charges
         "colour_balance_norm": "axes",
+        # latent spread: spread_weight * Σ_groups max(0, 1/PR - 1/spread_floor), PR the centred
+        # participation ratio of the batch's pre-quantization latents per group (losses.spread_loss).
+        # It keeps the latents from bunching onto a few directions; 0 = off
+        "spread_weight": 0.0, "spread_floor": 12.0,
         "disc_start": 10000, "disc_weight": 0.8, "disc_layers": 3, "disc_channels": 64,
     },
     "data": {"train": None, "crop": "resize", "scale": [0.33, 1.0], "flip": True, "workers": 2,
@@ -189,6 +196,7 @@ def validate(cfg: dict[str, Any]) -> None:
         "codebook.edge_weight": (cb["edge_weight"], ("count", "log", "binary")),
         "codebook.adjacency_norm": (cb["adjacency_norm"], ("row", "sym")),
         "codebook.center_words": (cb["center_words"], ("none", "all", "pos")),
+        "codebook.remap": (cb["remap"], ("none", "linear")),
         "loss.recon": (loss["recon"], ("l1", "l2")),
         "loss.perceptual": (loss["perceptual"], ("effnet", "lpips-vgg", "none")),
         "loss.quantizer_gradient": (loss["quantizer_gradient"], ("ste", "rotation", "none")),
@@ -205,7 +213,15 @@ def validate(cfg: dict[str, Any]) -> None:
         raise ValueError("codebook.source=fixed is for the VQCT quantizer (word codes): set codebook.quantizer=vqct")
     if cb["quantizer"] == "vq" and cb["source"] != "learned":
         raise ValueError("codebook.quantizer=vq learns its codebook: set codebook.source=learned")
+    if cb["remap"] != "none" and cb["source"] != "fixed":
+        raise ValueError("codebook.remap maps a frozen start codebook: set codebook.source=fixed "
+                         "(a transferred codebook already ends in a trainable linear layer)")
     _validate_learned_options(cb)
+    spread_w, floor = loss["spread_weight"], loss["spread_floor"]
+    if isinstance(spread_w, bool) or not isinstance(spread_w, (int, float)) or spread_w < 0:
+        raise ValueError(f"loss.spread_weight must be a number >= 0 (0 = off), got {spread_w!r}")
+    if isinstance(floor, bool) or not isinstance(floor, (int, float)) or floor <= 1.0:
+        raise ValueError(f"loss.spread_floor must be a participation ratio > 1, got {floor!r}")
     if cfg["optim"]["batch_size"] < 1 or cfg["optim"]["steps"] < 0:
         raise ValueError("optim.batch_size must be >= 1 and optim.steps >= 0")
     if not 0.0 <= float(cfg["optim"]["ema_decay"]) < 1.0:

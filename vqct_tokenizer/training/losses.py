@@ -49,6 +49,23 @@ def rotation_trick(z: torch.Tensor, z_q: torch.Tensor, num_groups: int, eps: flo
     return (rotated * (q_norm / e_norm)).reshape(b, c, h, w).to(z.dtype)
 
 
+def spread_loss(z: torch.Tensor, num_groups: int, floor: float) -> torch.Tensor:
+    """Σ over groups of max(0, 1/PR − 1/floor), PR the centred participation ratio of the batch's cells.
+
+    With Σ a group's covariance over the B·h·w cells, PR = tr(Σ)² / tr(Σ²) (1: every cell on one line,
+    D: isotropic), so 1/PR = ‖Σ/tr Σ‖²_F is a smooth function of the latents, and the hinge only acts
+    on groups bunched onto fewer than ``floor`` directions. Computed from the centred (P, D) cells in
+    float32; ``z`` is (B, G·D, h, w) and keeps its gradient (it is the encoder's output).
+    """
+    b, c, h, w = z.shape
+    cells = z.float().reshape(b, num_groups, c // num_groups, h * w).permute(1, 0, 3, 2)
+    cells = cells.reshape(num_groups, b * h * w, c // num_groups)          # (G, P, D)
+    cells = cells - cells.mean(dim=1, keepdim=True)
+    cov = cells.transpose(1, 2) @ cells                                    # (G, D, D), unscaled
+    inv_pr = cov.pow(2).sum(dim=(1, 2)) / cov.diagonal(dim1=1, dim2=2).sum(dim=1).pow(2).clamp_min(1e-12)
+    return F.relu(inv_pr - 1.0 / floor).sum()
+
+
 def reconstruction_loss(x: torch.Tensor, rec: torch.Tensor, kind: str = "l1") -> torch.Tensor:
     if kind == "l1":
         return (x - rec).abs().mean()

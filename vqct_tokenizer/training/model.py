@@ -25,6 +25,7 @@ class ForwardOutput:
     codebook_loss: torch.Tensor
     commitment_loss: torch.Tensor
     latent: torch.Tensor          # (B, G·D, h, w) the encoder output that was quantized, detached
+    live_latent: torch.Tensor     # the same with its gradient (for losses on the latent itself)
 
 
 class VQCTTrainModel(nn.Module):
@@ -64,7 +65,7 @@ class VQCTTrainModel(nn.Module):
         else:
             passed = straight_through(z, z_q)
         rec = ae.decode_latent(passed)
-        return ForwardOutput(rec, ids, q_loss, cb_loss, commit, z.detach())
+        return ForwardOutput(rec, ids, q_loss, cb_loss, commit, z.detach(), z)
 
     @torch.no_grad()
     def encode_ids(self, x: torch.Tensor) -> torch.Tensor:
@@ -113,10 +114,13 @@ def build_model(cfg: dict[str, Any], prior_dir: str | Path | None = None) -> VQC
         from .warm_start import FixedCodebook, load_autoencoder
 
         sc = start.config
+        if cb["remap"] != "none":
+            provenance["training"]["remap"] = cb["remap"]
         config = VQCTConfig(**arch, quantizer="vqct", num_adjectives=sc.num_adjectives, num_nouns=sc.num_nouns,
                             k_adjectives=int(m["k_adjectives"]), shared_codebook=cb["pos"] == "single",
                             extra={**provenance, **({"prior": sc.extra["prior"]} if "prior" in sc.extra else {})})
-        model = VQCTTrainModel(config, FixedCodebook(start.codebook), list(start.vocab), cfg["loss"]["beta"],
+        model = VQCTTrainModel(config, FixedCodebook(start.codebook, remap=cb["remap"] == "linear"),
+                               list(start.vocab), cfg["loss"]["beta"],
                                cfg["loss"]["quantizer_gradient"])
         load_autoencoder(model, start, cfg["run"]["init_from"])
         return model

@@ -46,7 +46,7 @@ from .data import ImageDataset, ResumableSampler
 from .discriminator import PatchDiscriminator
 from .learned_codebook import LEARNED_OPTION_DEFAULTS
 from .colour import ColourBalancedL1, colour_axes, sample_pixels
-from .losses import adaptive_weight, hinge_d_loss, reconstruction_loss
+from .losses import adaptive_weight, hinge_d_loss, reconstruction_loss, spread_loss
 from .model import build_model, resolve_prior_dir
 from .perceptual import build_perceptual
 from .schedule import WeightEMA, learning_rate, set_learning_rate
@@ -308,6 +308,9 @@ def _generator_step(r: _Run, x: torch.Tensor, gan_on: bool) -> _StepResult:
         else:
             g_loss = d_weight = rec_loss.new_zeros(())
         loss = nll + d_weight * g_loss + loss_cfg["codebook_weight"] * fwd.q_loss
+        if loss_cfg["spread_weight"]:
+            groups = len(r.model.autoencoder.quantizer.groups)
+            loss = loss + loss_cfg["spread_weight"] * spread_loss(fwd.live_latent, groups, loss_cfg["spread_floor"])
     r.opt_g.zero_grad(set_to_none=True)
     r.scaler.scale(loss).backward()
     if optim_cfg["grad_clip"]:

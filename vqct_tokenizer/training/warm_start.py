@@ -27,16 +27,27 @@ ARCHITECTURE_FIELDS = ("ch", "ch_mult", "num_res_blocks", "attn_resolutions", "m
 
 
 class FixedCodebook(nn.Module):
-    """A codebook source with no parameters: returns the (K, D) rows it was given, as the quantizer uses them."""
+    """The start folder's (K, D) codes, frozen; returned as the quantizer uses them.
 
-    final_rows = True  # VQCTTrainModel.codebook() takes them as they are (no renormalisation)
+    ``remap=True`` adds a trainable D×D linear map W, started at the identity: codebook = codes W
+    (SimVQ's reparametrisation, Zhu et al. 2024, here over the transferred word codes). W moves all
+    codes at once, so the codebook's spread can change while every row stays its word's code; export
+    bakes codes W, so inference is unchanged. Without it the codes are returned bit for bit.
+    """
 
-    def __init__(self, codes: torch.Tensor) -> None:
+    def __init__(self, codes: torch.Tensor, remap: bool = False) -> None:
         super().__init__()
         self.register_buffer("codes", codes.detach().float().clone())
+        dim = codes.shape[1]
+        self.remap = nn.Parameter(torch.eye(dim)) if remap else None
+        # VQCTTrainModel.codebook() renormalises (cosine lookup) only rows a remap has moved
+        self.final_rows = not remap
 
     def forward(self) -> torch.Tensor:
-        return self.codes
+        if self.remap is None:
+            return self.codes
+        with torch.autocast(device_type=self.codes.device.type, enabled=False):
+            return self.codes @ self.remap  # (K, D)
 
 
 def load_start(folder: str | Path) -> Any:
