@@ -78,8 +78,9 @@ def limits_text(name: str, report: dict, other: dict | None, jpeg: dict | None, 
     return "\n".join(lines)
 
 
-def stage_text(name: str, is_vqct: bool, second_stage: bool, steps: int | None) -> str:
-    """How to train the model: one run, or round 3's run and the second stage (colour fix, per-position encoder norm)."""
+def stage_text(name: str, is_vqct: bool, second_stage: bool, steps: int | None, third_stage: bool = False) -> str:
+    """How to train the model: one run; or round 3's run and the second stage (colour fix, per-position
+    encoder norm); or those and round 6's third stage (a linear map over the frozen codes, the PR hinge)."""
     config = "open-f8" if is_vqct else "open-f8-learned-strong"
     run = "open-f8-vqct" if is_vqct else "open-f8-learned-strong"
     if not second_stage:
@@ -89,6 +90,8 @@ vqct export runs/{run}/ckpt_{steps:08d}.pt -o exported/{name} --resolution 256
 ```"""
     # the default ships its decoder in float16 (a smaller wheel); its encoder stays float32, so tokens do not change
     storage = " \\\n    --dtype fp16 --keep-float32 model.encoder model.quant_conv" if is_vqct else ""
+    if third_stage:
+        return _three_stages(name, config, run, steps, storage)
     return f"""Two stages. Stage 1 is round 3's run (4,000 steps, config `{config}`, the weights this folder
 held at commit 182eb38). Stage 2 (round 5) fine-tunes its encoder and decoder for {steps} steps with
 the colour fix, a per-position encoder norm and dead-leaves samples, its codebook frozen (config `open-f8-colour`,
@@ -120,6 +123,40 @@ vqct export runs/{name}-colour/ckpt_{steps:08d}.pt -o exported/{name} --resoluti
   ramp by 7.6 dB, for 0.2 dB on photos (`benchmarks/results/encoder_norm_probes.md`)."""
 
 
+def _three_stages(name: str, config: str, run: str, steps: int | None, storage: str) -> str:
+    return f"""Three stages. Stage 1 is round 3's run (4,000 steps, config `{config}`, the weights this folder
+held at commit 182eb38). Stage 2 (round 5, 1,600 steps, config `open-f8-colour`, the weights at commit
+4ad5f97) fine-tunes encoder and decoder around the frozen codebook with the colour fix, a per-position
+encoder norm and dead-leaves samples. Stage 3 (round 6, {steps} steps, config `open-f8-spread`) continues
+stage 2's recipe and adds a trainable linear map over the frozen codes and a hinge on the latents'
+participation ratio (`training/warm_start.py`, `training/losses.py`):
+
+```bash
+vqct train --config {config} data.train=../shared/data/open/train.txt run.threads=1
+vqct export runs/{run}/ckpt_00004000.pt -o runs/{name}-r3 --resolution 256
+vqct train --config open-f8-colour data.train=../shared/data/open/train.txt run.threads=1 \\
+    run.init_from=runs/{name}-r3 run.out_dir=runs/{name}-colour
+vqct export runs/{name}-colour/ckpt_00001600.pt -o runs/{name}-r5 --resolution 256
+vqct train --config open-f8-spread data.train=../shared/data/open/train.txt run.threads=1 \\
+    run.init_from=runs/{name}-r5 run.out_dir=runs/{name}-spread
+vqct export runs/{name}-spread/ckpt_{steps:08d}.pt -o exported/{name} --resolution 256{storage}
+```
+
+- Stage 2: the encoder's GroupNorms become LayerNorms over the channels at each position
+  (`model.encoder_norm=layer`): GroupNorm's whole-image statistics made the 64²-trained encoder encode
+  larger images differently (`benchmarks/results/size_dependence.md`). Half the crops get their chroma
+  rotated and scaled (`data.hue_jitter`), the L1 is taken on the photos' colour axes weighted towards
+  the rare ones (`loss.colour_balance` 0.5), and a quarter of the samples are dead-leaves images of
+  flat random colours (`data.synthetic` 0.25). lr 1e-4 after 50 warm-up steps, cosine decay, EMA 0.998.
+- Stage 3: with the codebook frozen the latents' participation ratio (PR) cannot pass the codebook's
+  (about 7 of 32): the commitment term pulls each latent onto its code. The codes now pass through a
+  trainable 32×32 map W started at the identity (`codebook.remap=linear`; SimVQ's reparametrisation,
+  over the word codes: every row stays its word's code, and export bakes codes·W), and a hinge
+  max(0, 1/PR − 1/9) on each group's batch latents (`loss.spread_weight` 1, `loss.spread_floor` 9)
+  asks for at least 9 directions. Same data, losses and schedule as stage 2
+  (`benchmarks/results/latent_spread_probes.md`, `benchmarks/results/second_stage_r6.md`)."""
+
+
 def row(label: str, reports: dict[str, dict], key: str, spec: str) -> str:
     return f"| {label} | " + " | ".join(fmt(r["metrics"].get(key), spec) for r in reports.values()) + " |"
 
@@ -136,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
         train_cfg = config["extra"].get("training", {})
         is_vqct = name == "vqct-open-f8"
         second_stage = bool(train_cfg.get("init_from"))  # the second stage around a frozen codebook
+        third_stage = train_cfg.get("remap", "none") != "none"  # round 6: a linear map over the frozen codes
         ours = {s: load(str(args.results / f"open_f8_{name}_{s}.json")) for s, _ in SPLITS
                 if (args.results / f"open_f8_{name}_{s}.json").is_file()}
         theirs = {s: load(str(args.results / f"open_f8_{other}_{s}.json")) for s, _ in SPLITS
@@ -196,10 +234,10 @@ or VGG weights on the machine).
 
 ## Training
 
-{stage_text(name, is_vqct, second_stage, steps)}
+{stage_text(name, is_vqct, second_stage, steps, third_stage)}
 
-- Provenance (written by `vqct export`{", of stage 2" if second_stage else ""}): step {steps}, {prov.get('images_seen', 0):,} images seen, about
-  {prov.get('train_wall_seconds', 0) / 60:.0f} min of training wall time ({"two runs side by side on a shared 2-core CPU, one thread each, bf16 autocast; stage 1: 58 min, the same way" if second_stage else "two runs side by side on a shared 2-core CPU, one thread each, bf16 autocast"}); config sha256 `{prov.get('config_sha256', '?')[:16]}…`, data list sha256
+- Provenance (written by `vqct export`{(", of stage 3" if third_stage else ", of stage 2") if second_stage else ""}): step {steps}, {prov.get('images_seen', 0):,} images seen, about
+  {prov.get('train_wall_seconds', 0) / 60:.0f} min of training wall time ({"two runs side by side on a shared 2-core CPU, one thread each, bf16 autocast; stage 1: 58 min" + (", stage 2: 30 min" if third_stage else "") + ", the same way" if second_stage else "two runs side by side on a shared 2-core CPU, one thread each, bf16 autocast"}); config sha256 `{prov.get('config_sha256', '?')[:16]}…`, data list sha256
   `{prov.get('data_list_sha256', '?')[:16]}…`{", prior sha256 `" + prov['prior_sha256'][:16] + "…`" if 'prior_sha256' in prov else ""}.
   The exported weights are the exponential moving average (decay {"0.998" if second_stage else "0.999"}) of the training weights.
 - Data: 64×64 crops at a random position and scale (a square of 33–100 % of the short side, resized
