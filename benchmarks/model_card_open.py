@@ -55,7 +55,7 @@ def limits_text(name: str, report: dict, other: dict | None, jpeg: dict | None, 
     """The targets of issues 20-21 against the measured figures, and the plain-input failures."""
     m = report["metrics"]
     groups = report["usage"]["groups"]
-    lines = ["- A small model trained for about an hour on a CPU: reconstructions are blurry and lose fine texture."]
+    lines = ["- A small model trained for about two hours on a CPU: reconstructions are blurry and lose fine texture."]
     missed = []
     if m["psnr"] < 24:
         missed.append(f"PSNR ≥ 24 dB (measured {m['psnr']:.2f})")
@@ -127,7 +127,7 @@ def _three_stages(name: str, config: str, run: str, steps: int | None, storage: 
     return f"""Three stages. Stage 1 is round 3's run (4,000 steps, config `{config}`, the weights this folder
 held at commit 182eb38). Stage 2 (round 5, 1,600 steps, config `open-f8-colour`, the weights at commit
 4ad5f97) fine-tunes encoder and decoder around the frozen codebook with the colour fix, a per-position
-encoder norm and dead-leaves samples. Stage 3 (round 6, {steps} steps, config `open-f8-spread`) continues
+encoder norm and dead-leaves samples. Stage 3 (round 6, {steps:,} steps, config `open-f8-spread`) continues
 stage 2's recipe and adds a trainable linear map over the frozen codes and a hinge on the latents'
 participation ratio (`training/warm_start.py`, `training/losses.py`):
 
@@ -148,8 +148,8 @@ vqct export runs/{name}-spread/ckpt_{steps:08d}.pt -o exported/{name} --resoluti
   rotated and scaled (`data.hue_jitter`), the L1 is taken on the photos' colour axes weighted towards
   the rare ones (`loss.colour_balance` 0.5), and a quarter of the samples are dead-leaves images of
   flat random colours (`data.synthetic` 0.25). lr 1e-4 after 50 warm-up steps, cosine decay, EMA 0.998.
-- Stage 3: with the codebook frozen the latents' participation ratio (PR) cannot pass the codebook's
-  (about 7 of 32): the commitment term pulls each latent onto its code. The codes now pass through a
+- Stage 3: with the codebook frozen and nothing in the loss asking for spread, the latents'
+  participation ratio (PR) stayed at the codebook's (about 7 of 32). The codes now pass through a
   trainable 32×32 map W started at the identity (`codebook.remap=linear`; SimVQ's reparametrisation,
   over the word codes: every row stays its word's code, and export bakes codes·W), and a hinge
   max(0, 1/PR − 1/9) on each group's batch latents (`loss.spread_weight` 1, `loss.spread_floor` 9)
