@@ -46,8 +46,9 @@ def files_text(folder: Path) -> str:
     if "F16" in parts:
         text += (" Loading upcasts everything to float32. The encoder side stays float32, so the tokens are those "
                  "of float32 storage: identical on all 200 open test photos at 256², and decoding the same tokens "
-                 "differs from float32 storage's by 92.1 dB PSNR (`benchmarks/half_weights.py`, round 5's weights: "
-                 "`benchmarks/results/half_weights.json`, which also gives the other storages' trade-offs).")
+                 "differs from float32 storage's by 90.1 dB PSNR (round 6's weights: `python benchmarks/half_weights.py "
+                 "--model <the float32 export> --data ../shared/data/open/test.txt --variants fp16-encoder-fp32`; "
+                 "`benchmarks/results/half_weights.json` gives round 5's figures for every storage).")
     return text
 
 
