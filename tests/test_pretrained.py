@@ -74,18 +74,23 @@ def test_default_reconstructs_plain_inputs(kind: str, default_tokenizer: VQCTTok
 
 def test_default_latents_are_not_collapsed(default_tokenizer: VQCTTokenizer) -> None:
     """Round 2's default had latent PR 1.00 per group (README "Latent collapse"); the shipped default
-    has about 10 on open test photos (round 6; round 5: 6.2-6.7). On random-colour blocks (no data needed) it keeps several
-    directions in both groups."""
-    from vqct_tokenizer.evaluation.geometry import LatentGeometry
-
+    has about 10 on open test photos (round 6; round 5: 6.2-6.7). On random-colour blocks (no data
+    needed) it keeps several directions in both groups."""
     g = torch.Generator().manual_seed(0)
     blocks = torch.rand(4, 3, 8, 8, generator=g).repeat_interleave(32, 2).repeat_interleave(32, 3)  # 32-px blocks
     x = (blocks + 0.1 * torch.rand(blocks.shape, generator=g)).clamp(0, 1) * 2 - 1
-    geometry = LatentGeometry(default_tokenizer.config)
+    for name, pr in _latent_prs(default_tokenizer, x).items():
+        assert pr >= MIN_LATENT_PR, f"{name}: latent PR {pr:.2f}"
+
+
+def _latent_prs(tok: VQCTTokenizer, x: torch.Tensor) -> dict[str, float]:
+    """Centred participation ratio of the encoder latents of ``x`` (B, 3, H, W in [-1, 1]) per code group."""
+    from vqct_tokenizer.evaluation.geometry import LatentGeometry
+
+    geometry = LatentGeometry(tok.config)
     with torch.no_grad():
-        geometry.update(default_tokenizer.model.encode_latent(x))
-    for name, group in geometry.compute().items():
-        assert group["latent_pr"] >= MIN_LATENT_PR, f"{name}: latent PR {group['latent_pr']:.2f}"
+        geometry.update(tok.model.encode_latent(x))
+    return {name: group["latent_pr"] for name, group in geometry.compute().items()}
 
 
 # Issue 20's bar: the default's latents span at least 8 directions per group (centred participation
@@ -97,18 +102,14 @@ MIN_PHOTO_LATENT_PR = 8.0
 
 def test_default_latents_span_eight_directions_on_photos(default_tokenizer: VQCTTokenizer) -> None:
     from conftest import shared_data_root
-    from vqct_tokenizer.evaluation.geometry import LatentGeometry
 
     listing = shared_data_root() / "open" / "test.txt"
     if not listing.is_file():
         pytest.skip(f"open-domain photos not found at {listing} (set VQCT_DATA)")
     photos = torch.stack([default_tokenizer.preprocess(str(listing.parent / line))[0][0]
                           for line in listing.read_text().split()[:8]])      # (8, 3, 256, 256)
-    geometry = LatentGeometry(default_tokenizer.config)
-    with torch.no_grad():
-        geometry.update(default_tokenizer.model.encode_latent(photos))
-    for name, group in geometry.compute().items():
-        assert group["latent_pr"] >= MIN_PHOTO_LATENT_PR, f"{name}: latent PR {group['latent_pr']:.2f} on photos"
+    for name, pr in _latent_prs(default_tokenizer, photos).items():
+        assert pr >= MIN_PHOTO_LATENT_PR, f"{name}: latent PR {pr:.2f} on photos"
 
 
 # The share of red-green chroma (Cr) the shipped default keeps on the first 8 open test photos at
