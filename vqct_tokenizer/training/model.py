@@ -24,8 +24,12 @@ class ForwardOutput:
     q_loss: torch.Tensor
     codebook_loss: torch.Tensor
     commitment_loss: torch.Tensor
-    latent: torch.Tensor          # (B, G·D, h, w) the encoder output that was quantized, detached
-    live_latent: torch.Tensor     # the same with its gradient (for losses on the latent itself)
+    live_latent: torch.Tensor     # (B, G·D, h, w) the encoder output that was quantized, with its gradient
+
+    @property
+    def latent(self) -> torch.Tensor:
+        """The quantized encoder output, detached (statistics, codebook upkeep)."""
+        return self.live_latent.detach()
 
 
 class VQCTTrainModel(nn.Module):
@@ -65,7 +69,7 @@ class VQCTTrainModel(nn.Module):
         else:
             passed = straight_through(z, z_q)
         rec = ae.decode_latent(passed)
-        return ForwardOutput(rec, ids, q_loss, cb_loss, commit, z.detach(), z)
+        return ForwardOutput(rec, ids, q_loss, cb_loss, commit, z)
 
     @torch.no_grad()
     def encode_ids(self, x: torch.Tensor) -> torch.Tensor:
