@@ -38,6 +38,9 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 FINETUNE = ["codebook.source=fixed", "optim.lr=1e-4", "optim.warmup_steps=50", "optim.ema_decay=0.998"]
 COLOUR_FIX = ["data.hue_jitter=0.5", "data.saturation=[0.8,1.6]", "loss.colour_balance=0.5"]
+# round 6's third stage (configs/open-f8-spread) on top of FINETUNE + COLOUR_FIX
+R6 = ["model.encoder_norm=layer", "data.synthetic=0.25", "codebook.remap=linear",
+      "loss.spread_weight=1.0", "loss.spread_floor=9"]
 
 # name -> (config overrides on top of open-f8, what it tests)
 VARIANTS: dict[str, tuple[list[str], str]] = {
@@ -111,6 +114,15 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
                                   + ["model.encoder_norm=layer", "data.synthetic=0.25", "codebook.remap=linear",
                                      "loss.spread_weight=1.0", "loss.spread_floor=9"],
                                   "the learned baseline (round 5) with the same continuation: remap, hinge at 9"),
+    # round 7: plain inputs (flat colours, gradients, ramps, checkerboards) on top of round 6's default
+    "r6-spread9": (FINETUNE + ["run.init_from=vqct-open-f8"] + COLOUR_FIX + R6,
+                   "control: round 6's third stage continued unchanged"),
+    "r6-plain": (FINETUNE + ["run.init_from=vqct-open-f8"] + COLOUR_FIX + R6
+                 + ["data.synthetic=0.35", "data.synthetic_plain=0.3"],
+                 "the same, with plain patterns as 30 % of 35 % synthetic samples (dead leaves stay at ~25 %)"),
+    "baseline-r6-plain": (FINETUNE + ["run.init_from=baseline-open-f8"] + COLOUR_FIX + R6
+                          + ["data.synthetic=0.35", "data.synthetic_plain=0.3"],
+                          "the learned baseline (round 6) with the same continuation"),
 }
 
 

@@ -1,4 +1,5 @@
-"""Dead-leaves training images (training/synthetic.py) and their switch, data.synthetic."""
+"""Synthetic training images (training/synthetic.py): dead leaves and plain patterns, and their
+switches, data.synthetic and data.synthetic_plain."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 
 from test_training import image_dir  # noqa: F401  (fixture)
 from vqct_tokenizer.training.data import ImageDataset
-from vqct_tokenizer.training.synthetic import dead_leaves
+from vqct_tokenizer.training.synthetic import PLAIN_KINDS, dead_leaves, plain_pattern
 
 
 def test_dead_leaves_are_seeded_in_range_and_mostly_flat_with_many_colours():
@@ -56,3 +57,50 @@ def _after_one_draw(seed: int) -> random.Random:
     rng = random.Random(seed)
     rng.random()  # the draw that chose a synthetic sample
     return rng
+
+
+@pytest.mark.parametrize("kind", PLAIN_KINDS)
+def test_plain_patterns_are_seeded_in_range_and_of_their_kind(kind):
+    a, b = plain_pattern(random.Random(5), 48, kind), plain_pattern(random.Random(5), 48, kind)
+    assert a.shape == (3, 48, 48) and a.dtype == torch.float32 and torch.equal(a, b)
+    assert 0.0 <= a.min() and a.max() <= 1.0
+    colours = torch.unique(a.reshape(3, -1).T, dim=0)
+    if kind == "flat":
+        assert len(colours) == 1
+    elif kind == "checker":
+        assert len(colours) == 2
+    else:  # smooth: many colours, and neighbours close
+        assert len(colours) > 20
+        assert (a[:, :, 1:] - a[:, :, :-1]).abs().max() < 0.25
+        assert (a[:, 1:] - a[:, :-1]).abs().max() < 0.25
+
+
+def test_plain_patterns_draw_every_kind_and_saturated_hues():
+    draws = [plain_pattern(random.Random(s), 16) for s in range(80)]
+    flat = sum(len(torch.unique(d.reshape(3, -1).T, dim=0)) == 1 for d in draws)
+    two = sum(len(torch.unique(d.reshape(3, -1).T, dim=0)) == 2 for d in draws)
+    assert 8 < flat < 35 and 8 < two < 35  # a quarter each, give or take
+    ramp = plain_pattern(random.Random(1), 64, "hue-ramp").reshape(3, -1).T
+    assert (ramp.max(1).values - ramp.min(1).values).max() > 0.45  # saturation >= 0.5 at value >= 0.5
+    with pytest.raises(ValueError, match="kind must be one of"):
+        plain_pattern(random.Random(0), 16, "stars")
+
+
+def test_the_dataset_mixes_plain_patterns_into_the_synthetic_share_only_when_asked(image_dir):  # noqa: F811
+    leaves = ImageDataset(image_dir, 16, "center", synthetic=1.0)
+    plain = ImageDataset(image_dir, 16, "center", synthetic=1.0, synthetic_plain=1.0)
+    rng = _after_one_draw(7)
+    rng.random()  # the draw that chose a plain pattern
+    assert torch.equal(plain[(0, 7)], plain_pattern(rng, 16) * 2 - 1)
+    assert not torch.equal(plain[(0, 7)], leaves[(0, 7)])
+    mixed = ImageDataset(image_dir, 16, "center", synthetic=1.0, synthetic_plain=0.5)
+    is_leaves = [torch.equal(mixed[(0, s)], _leaves_after_two_draws(s)) for s in range(40)]
+    assert 5 < sum(is_leaves) < 35
+    with pytest.raises(ValueError, match="data.synthetic_plain"):
+        ImageDataset(image_dir, 16, synthetic=0.5, synthetic_plain=-0.1)
+
+
+def _leaves_after_two_draws(seed: int) -> torch.Tensor:
+    rng = _after_one_draw(seed)
+    rng.random()  # the draw that chose dead leaves over a plain pattern
+    return dead_leaves(rng, 16) * 2 - 1

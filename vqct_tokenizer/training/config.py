@@ -72,7 +72,10 @@ DEFAULTS: dict[str, Any] = {
              # probability of rotating a crop's chroma by a random angle, scaled by a factor in saturation
              "hue_jitter": 0.0, "saturation": [1.0, 1.0],
              # probability of replacing a sample by a dead-leaves image of flat random colours (synthetic.py)
-             "synthetic": 0.0},
+             "synthetic": 0.0,
+             # share of those synthetic samples that are plain patterns (flat, gradient, hue ramp,
+             # checkerboard: synthetic.plain_pattern) instead of dead leaves
+             "synthetic_plain": 0.0},
     "optim": {
         "batch_size": 8, "lr": 7.2e-5, "betas": [0.5, 0.9], "steps": 100000, "grad_clip": 0.0,
         # linear warm-up, then constant or cosine decay to min_lr_ratio * lr at optim.steps (schedule.py)

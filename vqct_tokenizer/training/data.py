@@ -22,7 +22,7 @@ from torch.utils.data import Dataset, Sampler
 from ..image_io import list_image_paths
 from ..image_processor import TRAINING_CROPS, ImageProcessor, resize_mode_for_crop
 from .colour import jitter_chroma
-from .synthetic import dead_leaves
+from .synthetic import dead_leaves, plain_pattern
 
 CROPS = tuple(TRAINING_CROPS)
 #: The resampling of training images (the trainer keeps ImageDataset's default); export writes it
@@ -44,12 +44,14 @@ class ImageDataset(Dataset):
 
     ``synthetic``: the probability that a sample is replaced by a dead-leaves image of flat random
     colours (``training/synthetic.py``); 0 never does, and then samples are exactly as before.
+    ``synthetic_plain``: the share of those synthetic samples that are plain patterns (flat fields,
+    gradients, hue ramps, checkerboards: ``synthetic.plain_pattern``) instead of dead leaves.
     """
 
     def __init__(self, source: str | Path, resolution: int, crop: str = "resize", flip: bool = True,
                  scale: tuple[float, float] = (0.33, 1.0), resample: str = TRAIN_RESAMPLE,
                  hue_jitter: float = 0.0, saturation: tuple[float, float] = (1.0, 1.0),
-                 synthetic: float = 0.0) -> None:
+                 synthetic: float = 0.0, synthetic_plain: float = 0.0) -> None:
         mode = resize_mode_for_crop(crop)  # checks crop
         lo, hi = float(scale[0]), float(scale[1])
         if not 0.0 < lo <= hi <= 1.0:
@@ -58,12 +60,14 @@ class ImageDataset(Dataset):
             raise ValueError(f"data.hue_jitter must be a probability in [0, 1], got {hue_jitter!r}")
         if not 0.0 <= float(synthetic) <= 1.0:
             raise ValueError(f"data.synthetic must be a probability in [0, 1], got {synthetic!r}")
+        if not 0.0 <= float(synthetic_plain) <= 1.0:
+            raise ValueError(f"data.synthetic_plain must be a share in [0, 1], got {synthetic_plain!r}")
         if not 0.0 <= float(saturation[0]) <= float(saturation[1]):
             raise ValueError(f"data.saturation must be [lo, hi] with 0 <= lo <= hi, got {list(saturation)}")
         self.files = list_image_paths(source)
         self.resolution, self.crop, self.flip, self.scale = resolution, crop, flip, (lo, hi)
         self.hue_jitter, self.saturation = float(hue_jitter), (float(saturation[0]), float(saturation[1]))
-        self.synthetic = float(synthetic)
+        self.synthetic, self.synthetic_plain = float(synthetic), float(synthetic_plain)
         self.processor = ImageProcessor(resolution, mode, resample)
 
     def __len__(self) -> int:
@@ -74,6 +78,9 @@ class ImageDataset(Dataset):
         rng = random.Random(aug_seed)
         proc, r = self.processor, self.resolution
         if self.synthetic and rng.random() < self.synthetic:
+            # the extra draw only when asked, so that older configs see the same samples
+            if self.synthetic_plain and rng.random() < self.synthetic_plain:
+                return proc.normalize(plain_pattern(rng, r))
             return proc.normalize(dead_leaves(rng, r))
         # inference's reader: its pixel limit (checked before decoding), alpha over white, 16-bit, CMYK
         img = proc.load(self.files[index])

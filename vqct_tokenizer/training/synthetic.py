@@ -9,6 +9,16 @@ scale statistics of natural images, with flat regions and sharp edges. Its colou
 per channel from an arcsine law (Beta(½, ½)), so saturated colours, black and white are common.
 ``data.synthetic = p`` replaces a training sample by one with probability p. The target is the
 input, so the tokenizer is taught to keep colours it would rarely see in photos.
+
+Round 7: dead leaves still left flat saturated colours, smooth gradients and hard-edged two-colour
+patterns 3-10 dB short of 30 dB at 256² (``benchmarks/results/plain_inputs.json``), and decoding the
+*unquantized* latent missed by as much, so the autoencoder itself, not only the codebook, had not
+learned them. ``plain_pattern`` draws the content of graphics, screenshots and logos that photos and
+dead leaves lack: a flat field, a linear gradient between two colours, a hue ramp, or a
+checkerboard/stripes of two colours, each at a random orientation, scale and phase with colours from
+the same arcsine law. ``data.synthetic_plain = q`` makes a share q of the synthetic samples such
+patterns instead of dead leaves. The fixed test images of ``evaluation/plain_inputs.py`` are single
+points of these families; they are never drawn as such.
 """
 
 from __future__ import annotations
@@ -52,4 +62,50 @@ def dead_leaves(rng: random.Random, size: int, discs: int = 40, r_min: float = 0
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
 
-__all__ = ["dead_leaves"]
+PLAIN_KINDS = ("flat", "gradient", "hue-ramp", "checker")
+
+
+def plain_pattern(rng: random.Random, size: int, kind: str | None = None) -> torch.Tensor:
+    """(3, size, size) float32 RGB in [0, 1]: one of ``PLAIN_KINDS`` (drawn uniformly if ``kind`` is
+    None) at a random orientation, scale and phase; see the module notes."""
+    if size < 1:
+        raise ValueError(f"plain_pattern needs size >= 1, got {size}")
+    kind = rng.choice(PLAIN_KINDS) if kind is None else kind
+    if kind not in PLAIN_KINDS:
+        raise ValueError(f"kind must be one of {PLAIN_KINDS}, got {kind!r}")
+    a = np.array(_colour(rng), np.float32)
+    if kind == "flat":
+        image = np.broadcast_to(a, (size, size, 3))
+    else:
+        angle = rng.uniform(0.0, 2.0 * math.pi)
+        yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+        t = (np.cos(angle) * xx + np.sin(angle) * yy) / size           # (size, size), a span of ~1.4 at most
+        t = t - t.min()
+        if kind == "gradient":
+            b = np.array(_colour(rng), np.float32)
+            w = np.clip(t / max(t.max(), 1e-6) * rng.uniform(0.5, 1.5), 0.0, 1.0)[..., None]
+            image = a * (1.0 - w) + b * w
+        elif kind == "hue-ramp":
+            hue = rng.random() + t * rng.uniform(0.25, 1.5)
+            image = _hsv_to_rgb(hue, rng.uniform(0.5, 1.0), rng.uniform(0.5, 1.0))
+        else:  # checker: squares (both axes) or stripes (one), of side 2 .. size/2 px
+            if rng.random() < 0.5:  # graphics are mostly axis-aligned
+                angle = rng.choice((0.0, 0.5 * math.pi))
+            b = np.array(_colour(rng), np.float32)
+            side = rng.uniform(2.0, max(2.0, size / 2))
+            u = np.floor((np.cos(angle) * xx + np.sin(angle) * yy) / side + rng.random())
+            v = np.floor((-np.sin(angle) * xx + np.cos(angle) * yy) / side + rng.random())
+            odd = (u + v) % 2 if rng.random() < 0.5 else u % 2
+            image = np.where(odd[..., None] > 0, b, a)
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(image, np.float32).transpose(2, 0, 1)))
+
+
+def _hsv_to_rgb(hue: np.ndarray, saturation: float, value: float) -> np.ndarray:
+    """(H, W) hue in turns (any real), scalar saturation and value -> (H, W, 3) RGB in [0, 1]."""
+    h = (hue % 1.0) * 6.0
+    # each channel's distance from its peak on the hue circle, as in the HSV hexcone
+    k = (np.array([5.0, 3.0, 1.0], np.float32) + h[..., None]) % 6.0
+    return value - value * saturation * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
+
+
+__all__ = ["PLAIN_KINDS", "dead_leaves", "plain_pattern"]

@@ -221,7 +221,7 @@ def _build_data(cfg: dict[str, Any], r: _Run) -> tuple[ImageDataset, ResumableSa
     data = cfg["data"]
     dataset = ImageDataset(data["train"], cfg["model"]["resolution"], data["crop"], data["flip"], tuple(data["scale"]),
                            hue_jitter=float(data["hue_jitter"]), saturation=tuple(data["saturation"]),
-                           synthetic=float(data["synthetic"]))
+                           synthetic=float(data["synthetic"]), synthetic_plain=float(data["synthetic_plain"]))
     sampler = ResumableSampler(len(dataset), cfg["run"]["seed"], r.rank, r.world)
     local_batch = cfg["optim"]["batch_size"] // r.world
     steps_per_epoch = sampler.per_rank // local_batch
