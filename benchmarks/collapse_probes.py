@@ -120,6 +120,15 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     "r6-plain": (FINETUNE + ["run.init_from=vqct-open-f8"] + COLOUR_FIX + R6
                  + ["data.synthetic=0.35", "data.synthetic_plain=0.3"],
                  "the same, with plain patterns as 30 % of 35 % synthetic samples (dead leaves stay at ~25 %)"),
+    "r6-decnorm": (FINETUNE + ["run.init_from=vqct-open-f8"] + COLOUR_FIX + R6 + ["model.decoder_norm=layer"],
+                   "round 6's third stage continued with the decoder's GroupNorms per position (LayerNorm)"),
+    "r6-plain-decnorm": (FINETUNE + ["run.init_from=vqct-open-f8"] + COLOUR_FIX + R6
+                         + ["data.synthetic=0.35", "data.synthetic_plain=0.3", "model.decoder_norm=layer"],
+                         "plain patterns and the decoder's norms per position"),
+    "r6-lowpass": (FINETUNE + ["run.init_from=vqct-open-f8"] + COLOUR_FIX + R6 + ["loss.lowpass_weight=2.0"],
+                   "round 6's third stage continued with the L1 of 8x8-pooled images added at weight 2"),
+    "r6-perc-half": (FINETUNE + ["run.init_from=vqct-open-f8"] + COLOUR_FIX + R6 + ["loss.perceptual_weight=0.5"],
+                     "round 6's third stage continued with the perceptual loss at half weight"),
     "baseline-r6-plain": (FINETUNE + ["run.init_from=baseline-open-f8"] + COLOUR_FIX + R6
                           + ["data.synthetic=0.35", "data.synthetic_plain=0.3"],
                           "the learned baseline (round 6) with the same continuation"),

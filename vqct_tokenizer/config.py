@@ -66,8 +66,13 @@ class VQCTConfig:
     # The encoder's norm layers. "group": GroupNorm with whole-image statistics (taming; every model
     # exported before 0.4). "layer" / "local_group": statistics per position, so the encoder computes
     # the same function at every image size and a cell's tokens depend only on its receptive field.
-    # The decoder keeps GroupNorm. Weights of the three are interchangeable (same names and shapes).
+    # Weights of the three are interchangeable (same names and shapes).
     encoder_norm: str = "group"
+    # The decoder's norm layers, the same three kinds. With GroupNorm a cell decodes differently with
+    # what else is in the image, and a flat image decodes in a regime photos never train (each group's
+    # level and scale at a position normalised away); per position, a cell decodes the same anywhere.
+    # It does not change token ids.
+    decoder_norm: str = "group"
     dropout: float = 0.0
     # --- quantizer ---
     # "vqct": VQCT's adjective half (k nearest, averaged) + noun half (nearest); "dual" before.
@@ -168,6 +173,8 @@ class VQCTConfig:
         need(self.norm_groups >= 1, f"norm_groups must be >= 1, got {self.norm_groups}")
         need(self.encoder_norm in ENCODER_NORMS,
              f"encoder_norm must be one of {ENCODER_NORMS}, got {self.encoder_norm!r}")
+        need(self.decoder_norm in ENCODER_NORMS,
+             f"decoder_norm must be one of {ENCODER_NORMS}, got {self.decoder_norm!r}")
         for c in {self.ch * m for m in (1, *self.ch_mult)}:
             need(c % self.norm_groups == 0, f"channel width {c} is not divisible by norm_groups {self.norm_groups}")
         need(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
@@ -236,4 +243,5 @@ class VQCTConfig:
             d.pop("normalize_codes")
         if d["encoder_norm"] == "group":  # newer again: GroupNorm encoders keep their hashes (token files stay valid)
             d.pop("encoder_norm")
+        d.pop("decoder_norm")  # the decoder does not choose tokens
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

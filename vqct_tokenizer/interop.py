@@ -51,6 +51,9 @@ def check_diffusers_compatible(config: VQCTConfig) -> None:
     if config.encoder_norm != "group":
         raise ValueError(f"diffusers' Encoder normalises with GroupNorm over the whole image; this model's encoder "
                          f"uses encoder_norm={config.encoder_norm!r} (statistics per position)")
+    if config.decoder_norm != "group":
+        raise ValueError(f"diffusers' Decoder normalises with GroupNorm over the whole image; this model's decoder "
+                         f"uses decoder_norm={config.decoder_norm!r} (statistics per position)")
 
 
 def diffusers_vqmodel_config(config: VQCTConfig) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Encoder and decoder of the VQGAN (taming-transformers) family.
 
-ResNet blocks with GroupNorm (or, in the encoder, a per-position norm: ``VQCTConfig.encoder_norm``) + SiLU, single-head self-attention at the configured resolutions,
+ResNet blocks with GroupNorm (or a per-position norm: ``VQCTConfig.encoder_norm`` / ``decoder_norm``) + SiLU, single-head self-attention at the configured resolutions,
 strided-conv downsampling and nearest-neighbour + conv upsampling. The module tree follows the
 taming layout (``down.{i}.block.{j}``, ``mid.block_1`` ...) so weights map one-to-one onto other
 implementations of the same architecture.
@@ -199,7 +199,8 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """(B, z_channels, h, w) -> (B, 3, h·f, w·f), roughly in [-1, 1] (not clamped)."""
+    """(B, z_channels, h, w) -> (B, 3, h·f, w·f), roughly in [-1, 1] (not clamped). Its norms are
+    ``cfg.decoder_norm``."""
 
     def __init__(self, cfg: VQCTConfig) -> None:
         super().__init__()
@@ -207,18 +208,19 @@ class Decoder(nn.Module):
         block_in = ch * cfg.ch_mult[-1]
         res = cfg.latent_size
         self.conv_in = nn.Conv2d(cfg.z_channels, block_in, 3, padding=1)
-        self.mid = _Mid(block_in, g, cfg.dropout, cfg.mid_attention)
+        norm = cfg.decoder_norm
+        self.mid = _Mid(block_in, g, cfg.dropout, cfg.mid_attention, norm)
         levels = []
         for i in reversed(range(len(cfg.ch_mult))):
             block_out = ch * cfg.ch_mult[i]
-            level = _Level(block_in, block_out, cfg.num_res_blocks + 1, res in cfg.attn_resolutions, cfg)
+            level = _Level(block_in, block_out, cfg.num_res_blocks + 1, res in cfg.attn_resolutions, cfg, norm)
             block_in = block_out
             if i != 0:
                 level.upsample = Upsample(block_in)
                 res *= 2
             levels.insert(0, level)  # keep taming's indexing: up[0] is the full-resolution level
         self.up = nn.ModuleList(levels)
-        self.norm_out = _norm(block_in, g)
+        self.norm_out = _norm(block_in, g, norm)
         self.conv_out = nn.Conv2d(block_in, cfg.out_channels, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,9 @@ DEFAULTS: dict[str, Any] = {
         # group (GroupNorm, whole-image statistics) | layer | local_group (per position: the encoder is
         # the same function at any image size; models/autoencoder.py LocalGroupNorm)
         "encoder_norm": "group",
+        # the same three for the decoder: per position, a cell decodes the same whatever else the image
+        # holds, and a flat image is decoded as a flat region of a photo is
+        "decoder_norm": "group",
     },
     "codebook": {
         "quantizer": "vqct",       # vqct (adjective + noun groups) | vq (plain VQGAN, num_codes)
@@ -66,6 +69,10 @@ DEFAULTS: dict[str, Any] = {
         # participation ratio of the batch's pre-quantization latents per group (losses.spread_loss).
         # It keeps the latents from bunching onto a few directions; 0 = off
         "spread_weight": 0.0, "spread_floor": 12.0,
+        # low-pass reconstruction: lowpass_weight * the reconstruction loss between lowpass_cell x
+        # lowpass_cell average-pooled input and output (losses.lowpass_loss). It charges a region's
+        # mean colour again, which a perceptual loss barely does; 0 = off
+        "lowpass_weight": 0.0, "lowpass_cell": 8,
         "disc_start": 10000, "disc_weight": 0.8, "disc_layers": 3, "disc_channels": 64,
     },
     "data": {"train": None, "crop": "resize", "scale": [0.33, 1.0], "flip": True, "workers": 2,
@@ -225,6 +232,11 @@ def validate(cfg: dict[str, Any]) -> None:
         raise ValueError(f"loss.spread_weight must be a number >= 0 (0 = off), got {spread_w!r}")
     if isinstance(floor, bool) or not isinstance(floor, (int, float)) or floor <= 1.0:
         raise ValueError(f"loss.spread_floor must be a participation ratio > 1, got {floor!r}")
+    low_w, cell = loss["lowpass_weight"], loss["lowpass_cell"]
+    if isinstance(low_w, bool) or not isinstance(low_w, (int, float)) or low_w < 0:
+        raise ValueError(f"loss.lowpass_weight must be a number >= 0 (0 = off), got {low_w!r}")
+    if isinstance(cell, bool) or not isinstance(cell, int) or cell < 1:
+        raise ValueError(f"loss.lowpass_cell must be a pooling size in pixels >= 1, got {cell!r}")
     if cfg["optim"]["batch_size"] < 1 or cfg["optim"]["steps"] < 0:
         raise ValueError("optim.batch_size must be >= 1 and optim.steps >= 0")
     if not 0.0 <= float(cfg["optim"]["ema_decay"]) < 1.0:

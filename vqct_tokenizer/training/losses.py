@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -72,6 +74,18 @@ def reconstruction_loss(x: torch.Tensor, rec: torch.Tensor, kind: str = "l1") ->
     if kind == "l2":
         return (x - rec).pow(2).mean()
     raise ValueError(f"recon loss must be 'l1' or 'l2', got {kind!r}")
+
+
+def lowpass_loss(x: torch.Tensor, rec: torch.Tensor, cell: int,
+                 criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``criterion`` between ``cell``×``cell`` average-pooled ``x`` and ``rec`` (B, 3, H, W).
+
+    Why: decoding a flat colour, the round-6 default was off by a uniform shift of about 11 levels
+    (0-255) with its unquantized latent too, while a perceptual loss charges little for a shift of
+    colour. Pooling keeps only the regions' mean colours, so this charges them again without asking
+    for sharper edges. ``ceil_mode`` keeps the ragged border.
+    """
+    return criterion(F.avg_pool2d(x, cell, ceil_mode=True), F.avg_pool2d(rec, cell, ceil_mode=True))
 
 
 def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:

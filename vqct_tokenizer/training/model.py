@@ -96,7 +96,7 @@ def build_model(cfg: dict[str, Any], prior_dir: str | Path | None = None) -> VQC
     """
     cb, m = cfg["codebook"], cfg["model"]
     arch = {k: m[k] for k in ("resolution", "ch", "ch_mult", "num_res_blocks", "attn_resolutions",
-                              "mid_attention", "z_channels", "codebook_dim", "norm_groups", "encoder_norm",
+                              "mid_attention", "z_channels", "codebook_dim", "norm_groups", "encoder_norm", "decoder_norm",
                               "dropout")}
     arch["normalize_codes"] = bool(cb.get("cosine", False))
     provenance = {"training": {k: cb[k] for k in ("quantizer", "source", "transfer", "pos", "word_vectors",

@@ -46,7 +46,7 @@ from .data import ImageDataset, ResumableSampler
 from .discriminator import PatchDiscriminator
 from .learned_codebook import LEARNED_OPTION_DEFAULTS
 from .colour import ColourBalancedL1, colour_axes, sample_pixels
-from .losses import adaptive_weight, hinge_d_loss, reconstruction_loss, spread_loss
+from .losses import adaptive_weight, hinge_d_loss, lowpass_loss, reconstruction_loss, spread_loss
 from .model import build_model, resolve_prior_dir
 from .perceptual import build_perceptual
 from .schedule import WeightEMA, learning_rate, set_learning_rate
@@ -296,10 +296,13 @@ def _generator_step(r: _Run, x: torch.Tensor, gan_on: bool) -> _StepResult:
     with r.autocast():
         fwd = r.ddp_model(x)
         rec = fwd.reconstruction
-        rec_loss = (r.colour_l1(x.float(), rec.float()) if r.colour_l1 is not None
-                    else reconstruction_loss(x.float(), rec.float(), loss_cfg["recon"]))
+        criterion = r.colour_l1 if r.colour_l1 is not None else (
+            lambda a, b: reconstruction_loss(a, b, loss_cfg["recon"]))
+        rec_loss = criterion(x.float(), rec.float())
         p_loss = r.perceptual(x, rec) if r.perceptual is not None else rec_loss.new_zeros(())
         nll = rec_loss + loss_cfg["perceptual_weight"] * p_loss
+        if loss_cfg["lowpass_weight"]:
+            nll = nll + loss_cfg["lowpass_weight"] * lowpass_loss(x.float(), rec.float(), loss_cfg["lowpass_cell"], criterion)
         if gan_on:
             # the discriminator judges but is not trained here: detached parameters
             d_params = {k: v.detach() for k, v in r.disc.named_parameters()}
