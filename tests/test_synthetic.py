@@ -104,3 +104,17 @@ def _leaves_after_two_draws(seed: int) -> torch.Tensor:
     rng = _after_one_draw(seed)
     rng.random()  # the draw that chose dead leaves over a plain pattern
     return dead_leaves(rng, 16) * 2 - 1
+
+
+def test_random_flat_colours_are_fixed_saturated_and_scored_per_colour():
+    from vqct_tokenizer.evaluation.plain_inputs import random_flat_colours, score_random_flats
+
+    from conftest import make_tokenizer
+
+    colours = random_flat_colours(48)
+    assert colours == random_flat_colours(48) and colours != random_flat_colours(48, seed=1)
+    assert all(0 <= v <= 255 for c in colours for v in c)
+    assert sum(max(c) - min(c) > 200 for c in colours) > 5  # the arcsine law: saturated colours are common
+    score = score_random_flats(make_tokenizer(), size=32, count=6)
+    assert score["count"] == 6 and score["min"] <= score["p10"] <= score["median"]
+    assert 0.0 <= score["share_30db"] <= 1.0 and score["mean_shift"] > 0  # an untrained model is off
