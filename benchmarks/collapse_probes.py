@@ -157,6 +157,19 @@ def measure(out: Path, args: argparse.Namespace) -> dict:
     cached = out / "probe.json"
     if cached.is_file() and json.loads(cached.read_text()).get("steps") == args.steps:
         return json.loads(cached.read_text())
+    from vqct_tokenizer.training.checkpoint import find_latest
+    from vqct_tokenizer.training.export import tokenizer_from_checkpoint
+
+    torch.set_num_threads(1)
+    ckpt = find_latest(out)
+    result = {"steps": args.steps, "checkpoint": ckpt.name,
+              **measure_tokenizer(tokenizer_from_checkpoint(ckpt, resolution=256), args)}
+    cached.write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def measure_tokenizer(tok, args: argparse.Namespace) -> dict:
+    """The probe figures of one tokenizer (a probe's checkpoint, or a shipped model for reference)."""
     import numpy as np
     from PIL import Image
 
@@ -164,12 +177,7 @@ def measure(out: Path, args: argparse.Namespace) -> dict:
     from vqct_tokenizer.evaluation.evaluate import evaluate, list_images
     from vqct_tokenizer.evaluation.geometry import pc_truncation_psnr
     from vqct_tokenizer.evaluation.plain_inputs import score_plain_inputs
-    from vqct_tokenizer.training.checkpoint import find_latest
-    from vqct_tokenizer.training.export import tokenizer_from_checkpoint
 
-    torch.set_num_threads(1)
-    ckpt = find_latest(out)
-    tok = tokenizer_from_checkpoint(ckpt, resolution=256)
     test = args.data_root / "open" / "test.txt"
     report = evaluate(tok, test, resolution=256, limit=args.test_images, compute_fd=False, external=False,
                       progress=False, batch_size=8)
@@ -181,8 +189,7 @@ def measure(out: Path, args: argparse.Namespace) -> dict:
         chroma.update(image, tok.reconstruct(image, resize=False, output_type="np", decode_precision="fp32"))
     with torch.no_grad():
         truncation = pc_truncation_psnr(tok.model, tok.config, photos, ks=(1, 2, 4))
-    result = {
-        "steps": args.steps, "checkpoint": ckpt.name,
+    return {
         "psnr": report["metrics"]["psnr"], "ssim": report["metrics"]["ssim"],
         "usage": {g: v["used_percent"] for g, v in report["usage"]["groups"].items()},
         "geometry": report["latent_geometry"]["groups"],
@@ -190,8 +197,6 @@ def measure(out: Path, args: argparse.Namespace) -> dict:
         "plain": score_plain_inputs(tok),
         "chroma": chroma.result(),
     }
-    cached.write_text(json.dumps(result, indent=1) + "\n")
-    return result
 
 
 def run_one(variant: str, seed: int, args: argparse.Namespace) -> dict:
@@ -246,8 +251,21 @@ def main() -> None:
     p.add_argument("--report-only", action="store_true", help="measure finished runs, train nothing")
     p.add_argument("--out", type=Path, default=RESULTS / "collapse_probes")
     p.add_argument("--title", default="Latent-collapse probes")
+    p.add_argument("--reference", default=None, metavar="MODEL",
+                   help="only measure this shipped model or exported folder as the probes are measured, "
+                        "and write {out}_reference.json")
     args = p.parse_args()
 
+    if args.reference:
+        from vqct_tokenizer import VQCTTokenizer
+
+        torch.set_num_threads(1)
+        result = {"model": args.reference, **measure_tokenizer(VQCTTokenizer.from_pretrained(args.reference), args)}
+        target = args.out.with_name(args.out.name + "_reference.json")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(result, indent=1) + "\n")
+        print(json.dumps(result)[:400])
+        return
     jobs = [(v, s) for v in args.variants for s in args.seeds]
     with ThreadPoolExecutor(args.jobs) as pool:
         done = list(pool.map(lambda vs: (vs, run_one(*vs, args)), jobs))

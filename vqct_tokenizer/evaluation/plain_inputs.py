@@ -75,20 +75,33 @@ def random_flat_colours(count: int = 48, seed: int = 0) -> list[tuple[int, int, 
 
 def score_random_flats(tokenizer: Any, size: int = 128, count: int = 48, seed: int = 0) -> dict[str, float]:
     """Flat images of ``random_flat_colours`` at size², reconstructed from tokens (fp32 decode):
-    median, 10th percentile and minimum PSNR (dB), the share at >= 30 dB, and the mean absolute shift
-    of the central half's mean colour (levels of 0-255): a decoder that is off by a uniform colour
-    shows it there."""
-    psnrs, shifts = [], []
+    median, 10th percentile and minimum PSNR (dB), the share at >= 30 dB, the mean absolute shift of
+    the central half's mean colour and its mean standard deviation (levels of 0-255: a uniform colour
+    error shows in the first, texture in the second), and the median PSNR of decoding the
+    unquantized latent (the error before the quantizer)."""
+    import torch
+
+    psnrs, shifts, textures, unquantized = [], [], [], []
     lo, hi = size // 4, size - size // 4
+    model = tokenizer.model
     for rgb in random_flat_colours(count, seed):
         image = np.full((size, size, 3), rgb, dtype=np.uint8)
         recon = tokenizer.reconstruct(image, resize=False, output_type="np", decode_precision="fp32")
         psnrs.append(min(psnr_uint8(image, recon), 99.0))
-        shifts.append(np.abs(recon[lo:hi, lo:hi].reshape(-1, 3).mean(0) - np.array(rgb)).mean())
+        centre = recon[lo:hi, lo:hi].reshape(-1, 3).astype(np.float64)
+        shifts.append(np.abs(centre.mean(0) - np.array(rgb)).mean())
+        textures.append(centre.std(0).mean())
+        # the same image through encoder and decoder with no quantizer between them
+        x = torch.tensor(rgb, dtype=torch.float32).div(127.5).sub(1.0).view(1, 3, 1, 1).expand(1, 3, size, size)
+        with torch.no_grad():
+            plain = model.decode_latent(model.encode_latent(x.to(tokenizer.codebook.device)).float()).float()
+        plain = plain.clamp(-1, 1).add(1).mul(127.5).round()[0].permute(1, 2, 0).cpu().numpy().astype(np.uint8)
+        unquantized.append(min(psnr_uint8(image, plain), 99.0))
     p = np.array(psnrs)
     return {"median": round(float(np.median(p)), 2), "p10": round(float(np.percentile(p, 10)), 2),
             "min": round(float(p.min()), 2), "share_30db": round(float((p >= 30).mean()), 3),
-            "mean_shift": round(float(np.mean(shifts)), 2), "count": count, "size": size}
+            "mean_shift": round(float(np.mean(shifts)), 2), "centre_std": round(float(np.mean(textures)), 2),
+            "unquantized_median": round(float(np.median(unquantized)), 2), "count": count, "size": size}
 
 
 __all__ = ["FLAT_COLOURS", "plain_images", "psnr_uint8", "random_flat_colours", "score_plain_inputs",
