@@ -129,6 +129,9 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
                    "round 6's third stage continued with the L1 of 8x8-pooled images added at weight 2"),
     "r6-perc-half": (FINETUNE + ["run.init_from=vqct-open-f8"] + COLOUR_FIX + R6 + ["loss.perceptual_weight=0.5"],
                      "round 6's third stage continued with the perceptual loss at half weight"),
+    "r6-plain-lowpass": (FINETUNE + ["run.init_from=vqct-open-f8"] + COLOUR_FIX + R6
+                         + ["data.synthetic=0.35", "data.synthetic_plain=0.3", "loss.lowpass_weight=2.0"],
+                         "plain patterns and the low-pass L1 together"),
     "baseline-r6-plain": (FINETUNE + ["run.init_from=baseline-open-f8"] + COLOUR_FIX + R6
                           + ["data.synthetic=0.35", "data.synthetic_plain=0.3"],
                           "the learned baseline (round 6) with the same continuation"),
