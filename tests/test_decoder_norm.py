@@ -1,8 +1,8 @@
 """The decoder's norm: GroupNorm (whole-image statistics) against per-position norms.
 
 With GroupNorm a cell decodes differently with what else the image holds (round 6's default decoded
-the same flat blue square at 24.7 dB alone and at 36.3 dB inside photos), and a flat image is decoded
-in a regime photos never train. ``decoder_norm="layer"`` / ``"local_group"`` compute the statistics
+the centre of a flat blue image at 24.7 dB, and the same blue as a 128² square inside photos at
+36.3 dB, averaged over 4 photos). ``decoder_norm="layer"`` / ``"local_group"`` compute the statistics
 per position. The decoder does not choose tokens, so the field leaves token files valid.
 """
 

@@ -69,9 +69,8 @@ class VQCTConfig:
     # Weights of the three are interchangeable (same names and shapes).
     encoder_norm: str = "group"
     # The decoder's norm layers, the same three kinds. With GroupNorm a cell decodes differently with
-    # what else is in the image, and a flat image decodes in a regime photos never train (each group's
-    # level and scale at a position normalised away); per position, a cell decodes the same anywhere.
-    # It does not change token ids.
+    # what else is in the image; per position, a cell decodes the same anywhere (round 7 probed it
+    # for flat colours: no gain in 1,200 steps, docs/BENCHMARKS.md). It does not change token ids.
     decoder_norm: str = "group"
     dropout: float = 0.0
     # --- quantizer ---
