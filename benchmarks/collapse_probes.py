@@ -41,6 +41,8 @@ COLOUR_FIX = ["data.hue_jitter=0.5", "data.saturation=[0.8,1.6]", "loss.colour_b
 # round 6's third stage (configs/open-f8-spread) on top of FINETUNE + COLOUR_FIX
 R6 = ["model.encoder_norm=layer", "data.synthetic=0.25", "codebook.remap=linear",
       "loss.spread_weight=1.0", "loss.spread_floor=9"]
+R6_START = FINETUNE + ["run.init_from=vqct-open-f8"] + COLOUR_FIX + R6  # round 7 continues the shipped round 6
+PLAIN = ["data.synthetic=0.35", "data.synthetic_plain=0.3"]  # plain patterns: 30 % of 35 % synthetic samples
 
 # name -> (config overrides on top of open-f8, what it tests)
 VARIANTS: dict[str, tuple[list[str], str]] = {
@@ -115,26 +117,18 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
                                      "loss.spread_weight=1.0", "loss.spread_floor=9"],
                                   "the learned baseline (round 5) with the same continuation: remap, hinge at 9"),
     # round 7: plain inputs (flat colours, gradients, ramps, checkerboards) on top of round 6's default
-    "r6-spread9": (FINETUNE + ["run.init_from=vqct-open-f8"] + COLOUR_FIX + R6,
-                   "control: round 6's third stage continued unchanged"),
-    "r6-plain": (FINETUNE + ["run.init_from=vqct-open-f8"] + COLOUR_FIX + R6
-                 + ["data.synthetic=0.35", "data.synthetic_plain=0.3"],
+    "r6-spread9": (R6_START, "control: round 6's third stage continued unchanged"),
+    "r6-plain": (R6_START + PLAIN,
                  "the same, with plain patterns as 30 % of 35 % synthetic samples (dead leaves stay at ~25 %)"),
-    "r6-decnorm": (FINETUNE + ["run.init_from=vqct-open-f8"] + COLOUR_FIX + R6 + ["model.decoder_norm=layer"],
+    "r6-decnorm": (R6_START + ["model.decoder_norm=layer"],
                    "round 6's third stage continued with the decoder's GroupNorms per position (LayerNorm)"),
-    "r6-plain-decnorm": (FINETUNE + ["run.init_from=vqct-open-f8"] + COLOUR_FIX + R6
-                         + ["data.synthetic=0.35", "data.synthetic_plain=0.3", "model.decoder_norm=layer"],
+    "r6-plain-decnorm": (R6_START + PLAIN + ["model.decoder_norm=layer"],
                          "plain patterns and the decoder's norms per position"),
-    "r6-lowpass": (FINETUNE + ["run.init_from=vqct-open-f8"] + COLOUR_FIX + R6 + ["loss.lowpass_weight=2.0"],
+    "r6-lowpass": (R6_START + ["loss.lowpass_weight=2.0"],
                    "round 6's third stage continued with the L1 of 8x8-pooled images added at weight 2"),
-    "r6-perc-half": (FINETUNE + ["run.init_from=vqct-open-f8"] + COLOUR_FIX + R6 + ["loss.perceptual_weight=0.5"],
+    "r6-perc-half": (R6_START + ["loss.perceptual_weight=0.5"],
                      "round 6's third stage continued with the perceptual loss at half weight"),
-    "r6-plain-lowpass": (FINETUNE + ["run.init_from=vqct-open-f8"] + COLOUR_FIX + R6
-                         + ["data.synthetic=0.35", "data.synthetic_plain=0.3", "loss.lowpass_weight=2.0"],
-                         "plain patterns and the low-pass L1 together"),
-    "baseline-r6-plain": (FINETUNE + ["run.init_from=baseline-open-f8"] + COLOUR_FIX + R6
-                          + ["data.synthetic=0.35", "data.synthetic_plain=0.3"],
-                          "the learned baseline (round 6) with the same continuation"),
+    "r6-plain-lowpass": (R6_START + PLAIN + ["loss.lowpass_weight=2.0"], "plain patterns and the low-pass L1 together"),
 }
 
 
