@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -118,3 +120,18 @@ def test_random_flat_colours_are_fixed_saturated_and_scored_per_colour():
     score = score_random_flats(make_tokenizer(), size=32, count=6)
     assert score["count"] == 6 and score["min"] <= score["p10"] <= score["median"]
     assert 0.0 <= score["share_30db"] <= 1.0 and score["mean_shift"] > 0  # an untrained model is off
+
+
+def test_colour_error_split_separates_a_colour_map_from_scatter():
+    from vqct_tokenizer.evaluation.plain_inputs import _colour_error_split, random_flat_colours
+
+    colours = np.array(random_flat_colours(48), dtype=np.float64)
+    contracted = 0.8 * colours + 0.2 * 128  # a pure contraction towards grey: an affine map undoes it
+    split = _colour_error_split(colours, contracted)
+    assert split["affine_residual"] < 1e-6 and split["chroma_error"] > 5
+    grey_shift = colours + 10.0  # +10 on every channel: all luma, no chroma
+    split = _colour_error_split(colours, grey_shift)
+    assert abs(split["luma_error"] - 10.0) < 1e-6 and split["chroma_error"] < 1e-6
+    scatter = colours + np.random.default_rng(0).normal(0, 10, colours.shape)  # per-colour noise stays
+    split = _colour_error_split(colours, scatter)
+    assert split["affine_residual"] > 5

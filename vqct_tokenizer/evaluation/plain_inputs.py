@@ -78,10 +78,16 @@ def score_random_flats(tokenizer: Any, size: int = 128, count: int = 48, seed: i
     median, 10th percentile and minimum PSNR (dB), the share at >= 30 dB, the mean absolute shift of
     the central half's mean colour and its mean standard deviation (levels of 0-255: a uniform colour
     error shows in the first, texture in the second), and the median PSNR of decoding the
-    unquantized latent (the error before the quantizer)."""
+    unquantized latent (the error before the quantizer).
+
+    The shift is split two ways: into luma and chroma (mean |ΔY| and mean |Δ(Cb, Cr)|, BT.601), and
+    into what one affine colour map over all the colours explains and what it leaves
+    (``affine_residual``, the mean absolute error left after the best least-squares map d ≈ A·c + b).
+    A residual near the shift means the error is per-colour scatter, not a bias or a contraction
+    that a colour transform could undo."""
     import torch
 
-    psnrs, shifts, textures, unquantized = [], [], [], []
+    psnrs, shifts, textures, unquantized, means = [], [], [], [], []
     lo, hi = size // 4, size - size // 4
     model = tokenizer.model
     for rgb in random_flat_colours(count, seed):
@@ -89,6 +95,7 @@ def score_random_flats(tokenizer: Any, size: int = 128, count: int = 48, seed: i
         recon = tokenizer.reconstruct(image, resize=False, output_type="np", decode_precision="fp32")
         psnrs.append(min(psnr_uint8(image, recon), 99.0))
         centre = recon[lo:hi, lo:hi].reshape(-1, 3).astype(np.float64)
+        means.append(centre.mean(0))
         shifts.append(np.abs(centre.mean(0) - np.array(rgb)).mean())
         textures.append(centre.std(0).mean())
         # the same image through encoder and decoder with no quantizer between them
@@ -98,10 +105,25 @@ def score_random_flats(tokenizer: Any, size: int = 128, count: int = 48, seed: i
         plain = plain.clamp(-1, 1).add(1).mul(127.5).round()[0].permute(1, 2, 0).cpu().numpy().astype(np.uint8)
         unquantized.append(min(psnr_uint8(image, plain), 99.0))
     p = np.array(psnrs)
-    return {"median": round(float(np.median(p)), 2), "p10": round(float(np.percentile(p, 10)), 2),
+    colours, decoded = np.array(random_flat_colours(count, seed), dtype=np.float64), np.array(means)
+    return {**_colour_error_split(colours, decoded),"median": round(float(np.median(p)), 2), "p10": round(float(np.percentile(p, 10)), 2),
             "min": round(float(p.min()), 2), "share_30db": round(float((p >= 30).mean()), 3),
             "mean_shift": round(float(np.mean(shifts)), 2), "centre_std": round(float(np.mean(textures)), 2),
             "unquantized_median": round(float(np.median(unquantized)), 2), "count": count, "size": size}
+
+
+_YCBCR = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+
+
+def _colour_error_split(colours: np.ndarray, decoded: np.ndarray) -> dict[str, float]:
+    """(n, 3) input and decoded mean colours -> luma / chroma error and the error an affine map leaves."""
+    delta = (decoded - colours) @ _YCBCR.T
+    design = np.c_[colours, np.ones(len(colours))]
+    fit, *_ = np.linalg.lstsq(design, decoded, rcond=None)
+    residual = decoded - design @ fit
+    return {"luma_error": round(float(np.abs(delta[:, 0]).mean()), 2),
+            "chroma_error": round(float(np.hypot(delta[:, 1], delta[:, 2]).mean()), 2),
+            "affine_residual": round(float(np.abs(residual).mean()), 2)}
 
 
 __all__ = ["FLAT_COLOURS", "plain_images", "psnr_uint8", "random_flat_colours", "score_plain_inputs",
