@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 from pathlib import Path
 
 from model_card import fmt, load, usage_text
@@ -79,83 +80,85 @@ def limits_text(name: str, report: dict, other: dict | None, jpeg: dict | None, 
     return "\n".join(lines)
 
 
-def stage_text(name: str, is_vqct: bool, second_stage: bool, steps: int | None, third_stage: bool = False) -> str:
-    """How to train the model: one run; or round 3's run and the second stage (colour fix, per-position
-    encoder norm); or those and round 6's third stage (a linear map over the frozen codes, the PR hinge)."""
+# The stages after round 3's first run: (round, config, run-folder suffix, export tag, the commit whose
+# weights/ holds that stage's export, what it changes)
+LATER_STAGES = [
+    (5, "open-f8-colour", "colour", "r5", "4ad5f97",
+     "fine-tunes encoder and decoder around the frozen codebook with the colour fix, a per-position encoder "
+     "norm and dead-leaves samples"),
+    (6, "open-f8-spread", "spread", "r6", "f80184b",
+     "continues stage 2's recipe and adds a trainable linear map over the frozen codes and a hinge on the "
+     "latents' participation ratio (`training/warm_start.py`, `training/losses.py`)"),
+    (8, "open-f8-long", "long", "r8", None, "continues stage 3's recipe unchanged, for longer"),
+]
+STAGE_NOTES = {
+    2: """- Stage 2: the encoder's GroupNorms become LayerNorms over the channels at each position
+  (`model.encoder_norm=layer`): GroupNorm's whole-image statistics made the 64²-trained encoder encode
+  larger images differently (`benchmarks/results/size_dependence.md`). Half the crops get their chroma
+  rotated and scaled (`data.hue_jitter`), the L1 is taken on the photos' colour axes weighted towards
+  the rare ones (`loss.colour_balance` 0.5), and a quarter of the samples are dead-leaves images of
+  flat random colours (`data.synthetic` 0.25). lr 1e-4 after 50 warm-up steps, cosine decay, EMA 0.998.""",
+    3: """- Stage 3: with the codebook frozen and nothing in the loss asking for spread, the latents'
+  participation ratio (PR) stayed at the codebook's (about 7 of 32). The codes now pass through a
+  trainable 32×32 map W started at the identity (`codebook.remap=linear`; SimVQ's reparametrisation,
+  over the word codes: every row stays its word's code, and export bakes codes·W), and a hinge
+  max(0, 1/PR − 1/9) on each group's batch latents (`loss.spread_weight` 1, `loss.spread_floor` 9)
+  asks for at least 9 directions. Same data, losses and schedule as stage 2
+  (`benchmarks/results/latent_spread_probes.md`, `benchmarks/results/second_stage_r6.md`).""",
+    4: """- Stage 4: stage 3's recipe, data and losses unchanged for 8,000 steps (lr 1e-4 after 50 warm-up
+  steps, cosine decay to 1e-5, EMA 0.998). Round 7's 1,200- and 2,400-step continuations had left the
+  flat colours where they were; this is the longer run, chosen over a variant with plain patterns and a
+  low-pass L1 run beside it (`benchmarks/results/long_probes_r8.md`).""",
+}
+STAGE_WALL_MINUTES = [58, 30, 42]  # stages 1-3 as measured (export provenance gives the last stage's)
+NUMBERS = {2: "Two", 3: "Three", 4: "Four", 5: "Five"}
+
+
+def stage_count(train_cfg: dict) -> int:
+    """How many training stages a model's config.json records (export writes stage_N entries)."""
+    stages = [int(k.split("_")[1]) for k in train_cfg if k.startswith("stage_")]
+    return max(stages) if stages else (2 if train_cfg.get("init_from") else 1)
+
+
+def stage_text(name: str, is_vqct: bool, stages: int, steps: int | None) -> str:
+    """How to train the model: round 3's run, then the later stages that continue it."""
     config = "open-f8" if is_vqct else "open-f8-learned-strong"
     run = "open-f8-vqct" if is_vqct else "open-f8-learned-strong"
-    if not second_stage:
+    if stages == 1:
         return f"""```bash
 vqct train --config {config} data.train=../shared/data/open/train.txt run.threads=1
 vqct export runs/{run}/ckpt_{steps:08d}.pt -o exported/{name} --resolution 256
 ```"""
     # the default ships its decoder in float16 (a smaller wheel); its encoder stays float32, so tokens do not change
     storage = " \\\n    --dtype fp16 --keep-float32 model.encoder model.quant_conv" if is_vqct else ""
-    if third_stage:
-        return _three_stages(name, config, run, steps, storage)
-    return f"""Two stages. Stage 1 is round 3's run (4,000 steps, config `{config}`, the weights this folder
-held at commit 182eb38). Stage 2 (round 5) fine-tunes its encoder and decoder for {steps} steps with
-the colour fix, a per-position encoder norm and dead-leaves samples, its codebook frozen (config `open-f8-colour`,
-`training/warm_start.py`):
+    later = LATER_STAGES[: stages - 1]
+    said = [f"Stage 1 is round 3's run (4,000 steps, config `{config}`, the weights this folder held at commit 182eb38)."]
+    commands = ["vqct train --config {config} data.train=../shared/data/open/train.txt run.threads=1".format(config=config),
+                f"vqct export runs/{run}/ckpt_00004000.pt -o runs/{name}-r3 --resolution 256"]
+    previous = "r3"
+    for i, (round_, cfg, suffix, tag, commit, what) in enumerate(later, start=2):
+        last = i == stages
+        stage_steps = steps if last else None
+        count = f"{stage_steps:,} steps" if stage_steps else f"{PREVIOUS_STEPS[cfg]:,} steps"
+        kept = f", the weights at commit {commit}" if commit and not last else ""
+        said.append(f"Stage {i} (round {round_}, {count}, config `{cfg}`{kept}) {what}.")
+        commands.append(f"vqct train --config {cfg} data.train=../shared/data/open/train.txt run.threads=1 \\\n"
+                        f"    run.init_from=runs/{name}-{previous} run.out_dir=runs/{name}-{suffix}")
+        target = f"exported/{name} --resolution 256{storage}" if last else f"runs/{name}-{tag} --resolution 256"
+        commands.append(f"vqct export runs/{name}-{suffix}/ckpt_{(stage_steps or PREVIOUS_STEPS[cfg]):08d}.pt -o {target}")
+        previous = tag
+    intro = textwrap.fill(f"{NUMBERS[stages]} stages. " + " ".join(said)[:-1] + ":", width=104)
+    notes = "\n".join(STAGE_NOTES[i] for i in range(2, stages + 1))
+    return f"""{intro}
 
 ```bash
-vqct train --config {config} data.train=../shared/data/open/train.txt run.threads=1
-vqct export runs/{run}/ckpt_00004000.pt -o runs/{name}-r3 --resolution 256
-vqct train --config open-f8-colour data.train=../shared/data/open/train.txt run.threads=1 \\
-    run.init_from=runs/{name}-r3 run.out_dir=runs/{name}-colour
-vqct export runs/{name}-colour/ckpt_{steps:08d}.pt -o exported/{name} --resolution 256{storage}
+{chr(10).join(commands)}
 ```
 
-- Stage 2: the encoder's GroupNorms become LayerNorms over the channels at each position
-  (`model.encoder_norm=layer`; the GroupNorm weights load unchanged). GroupNorm's statistics span the
-  whole image, so the encoder trained on 64² crops encoded larger images differently: flat black came
-  back at 44 dB from a 64² image and at 21 dB from a 256² one (`benchmarks/results/size_dependence.md`,
-  `benchmarks/results/encoder_norm_probes.md`).
-- Stage 2: half the 64² crops get their chroma (Cb, Cr) rotated by a random angle and scaled by
-  0.8-1.6 (`data.hue_jitter`), and the L1 is taken on the training photos' colour principal axes,
-  weighted by the square root of whitening (`loss.colour_balance` 0.5: blue-orange ×1.7,
-  green-magenta ×2.7 against luminance); lr 1e-4 after 50 warm-up steps, cosine decay, EMA 0.998.
-  Why: the green-magenta axis has 1/7 of luminance's spread in the training photos, and round 3's
-  weights kept only about half of the red-green chroma (`benchmarks/results/colour_anatomy.json`,
-  `benchmarks/results/colour_probes.md`).
-- Stage 2: a quarter of the samples are dead-leaves images, overlapping discs of flat random colours
-  (`data.synthetic` 0.25, `training/synthetic.py`). Photos hold few large flat areas of saturated
-  colour; in two-seed 800-step probes this lifted flat red, green and teal by 4-8 dB and the colour
-  ramp by 7.6 dB, for 0.2 dB on photos (`benchmarks/results/encoder_norm_probes.md`)."""
+{notes}"""
 
 
-def _three_stages(name: str, config: str, run: str, steps: int | None, storage: str) -> str:
-    return f"""Three stages. Stage 1 is round 3's run (4,000 steps, config `{config}`, the weights this folder
-held at commit 182eb38). Stage 2 (round 5, 1,600 steps, config `open-f8-colour`, the weights at commit
-4ad5f97) fine-tunes encoder and decoder around the frozen codebook with the colour fix, a per-position
-encoder norm and dead-leaves samples. Stage 3 (round 6, {steps:,} steps, config `open-f8-spread`) continues
-stage 2's recipe and adds a trainable linear map over the frozen codes and a hinge on the latents'
-participation ratio (`training/warm_start.py`, `training/losses.py`):
-
-```bash
-vqct train --config {config} data.train=../shared/data/open/train.txt run.threads=1
-vqct export runs/{run}/ckpt_00004000.pt -o runs/{name}-r3 --resolution 256
-vqct train --config open-f8-colour data.train=../shared/data/open/train.txt run.threads=1 \\
-    run.init_from=runs/{name}-r3 run.out_dir=runs/{name}-colour
-vqct export runs/{name}-colour/ckpt_00001600.pt -o runs/{name}-r5 --resolution 256
-vqct train --config open-f8-spread data.train=../shared/data/open/train.txt run.threads=1 \\
-    run.init_from=runs/{name}-r5 run.out_dir=runs/{name}-spread
-vqct export runs/{name}-spread/ckpt_{steps:08d}.pt -o exported/{name} --resolution 256{storage}
-```
-
-- Stage 2: the encoder's GroupNorms become LayerNorms over the channels at each position
-  (`model.encoder_norm=layer`): GroupNorm's whole-image statistics made the 64²-trained encoder encode
-  larger images differently (`benchmarks/results/size_dependence.md`). Half the crops get their chroma
-  rotated and scaled (`data.hue_jitter`), the L1 is taken on the photos' colour axes weighted towards
-  the rare ones (`loss.colour_balance` 0.5), and a quarter of the samples are dead-leaves images of
-  flat random colours (`data.synthetic` 0.25). lr 1e-4 after 50 warm-up steps, cosine decay, EMA 0.998.
-- Stage 3: with the codebook frozen and nothing in the loss asking for spread, the latents'
-  participation ratio (PR) stayed at the codebook's (about 7 of 32). The codes now pass through a
-  trainable 32×32 map W started at the identity (`codebook.remap=linear`; SimVQ's reparametrisation,
-  over the word codes: every row stays its word's code, and export bakes codes·W), and a hinge
-  max(0, 1/PR − 1/9) on each group's batch latents (`loss.spread_weight` 1, `loss.spread_floor` 9)
-  asks for at least 9 directions. Same data, losses and schedule as stage 2
-  (`benchmarks/results/latent_spread_probes.md`, `benchmarks/results/second_stage_r6.md`)."""
+PREVIOUS_STEPS = {"open-f8-colour": 1600, "open-f8-spread": 2400, "open-f8-long": 8000}
 
 
 def row(label: str, reports: dict[str, dict], key: str, spec: str) -> str:
@@ -173,8 +176,8 @@ def main(argv: list[str] | None = None) -> None:
         prov = config["extra"].get("provenance", {})
         train_cfg = config["extra"].get("training", {})
         is_vqct = name == "vqct-open-f8"
-        second_stage = bool(train_cfg.get("init_from"))  # the second stage around a frozen codebook
-        third_stage = train_cfg.get("remap", "none") != "none"  # round 6: a linear map over the frozen codes
+        stages = stage_count(train_cfg)
+        second_stage = stages > 1  # later stages fine-tune around a frozen codebook
         ours = {s: load(str(args.results / f"open_f8_{name}_{s}.json")) for s, _ in SPLITS
                 if (args.results / f"open_f8_{name}_{s}.json").is_file()}
         theirs = {s: load(str(args.results / f"open_f8_{other}_{s}.json")) for s, _ in SPLITS
@@ -235,10 +238,10 @@ or VGG weights on the machine).
 
 ## Training
 
-{stage_text(name, is_vqct, second_stage, steps, third_stage)}
+{stage_text(name, is_vqct, stages, steps)}
 
-- Provenance (written by `vqct export`{(", of stage 3" if third_stage else ", of stage 2") if second_stage else ""}): step {steps}, {prov.get('images_seen', 0):,} images seen, about
-  {prov.get('train_wall_seconds', 0) / 60:.0f} min of training wall time ({"two runs side by side on a shared 2-core CPU, one thread each, bf16 autocast; stage 1: 58 min" + (", stage 2: 30 min" if third_stage else "") + ", the same way" if second_stage else "two runs side by side on a shared 2-core CPU, one thread each, bf16 autocast"}); config sha256 `{prov.get('config_sha256', '?')[:16]}…`, data list sha256
+- Provenance (written by `vqct export`{f", of stage {stages}" if second_stage else ""}): step {steps}, {prov.get('images_seen', 0):,} images seen, about
+  {prov.get('train_wall_seconds', 0) / 60:.0f} min of training wall time (two runs side by side on a shared 2-core CPU, one thread each, bf16 autocast{"; " + ", ".join(f"stage {i}: {m} min" for i, m in enumerate(STAGE_WALL_MINUTES[: stages - 1], start=1)) + ", the same way" if second_stage else ""}); config sha256 `{prov.get('config_sha256', '?')[:16]}…`, data list sha256
   `{prov.get('data_list_sha256', '?')[:16]}…`{", prior sha256 `" + prov['prior_sha256'][:16] + "…`" if 'prior_sha256' in prov else ""}.
   The exported weights are the exponential moving average (decay {"0.998" if second_stage else "0.999"}) of the training weights.
 - Data: 64×64 crops at a random position and scale (a square of 33–100 % of the short side, resized
