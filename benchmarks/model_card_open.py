@@ -47,9 +47,9 @@ def files_text(folder: Path) -> str:
     if "F16" in parts:
         text += (" Loading upcasts everything to float32. The encoder side stays float32, so the tokens are those "
                  "of float32 storage: identical on all 200 open test photos at 256², and decoding the same tokens "
-                 "differs from float32 storage's by 90.1 dB PSNR (round 6's weights: `python benchmarks/half_weights.py "
+                 "differs from float32 storage's by 86.1 dB PSNR (round 8's weights: `python benchmarks/half_weights.py "
                  "--model <the float32 export> --data ../shared/data/open/test.txt --variants fp16-encoder-fp32`; "
-                 "`benchmarks/results/half_weights.json` gives round 5's figures for every storage).")
+                 "`benchmarks/results/half_weights_r8.json`; `benchmarks/results/half_weights.json` gives round 5's figures for every storage).")
     return text
 
 
@@ -57,7 +57,7 @@ def limits_text(name: str, report: dict, other: dict | None, jpeg: dict | None, 
     """The targets of issues 20-21 against the measured figures, and the plain-input failures."""
     m = report["metrics"]
     groups = report["usage"]["groups"]
-    lines = ["- A small model trained for about two hours on a CPU: reconstructions are blurry and lose fine texture."]
+    lines = ["- A small model trained for a few hours on a CPU: reconstructions are blurry and lose fine texture."]
     missed = []
     if m["psnr"] < 24:
         missed.append(f"PSNR ≥ 24 dB (measured {m['psnr']:.2f})")
