@@ -80,16 +80,16 @@ def limits_text(name: str, report: dict, other: dict | None, jpeg: dict | None, 
     return "\n".join(lines)
 
 
-# The stages after round 3's first run: (round, config, run-folder suffix, export tag, the commit whose
-# weights/ holds that stage's export, what it changes)
+# The stages after round 3's first run: (round, config, steps, run-folder suffix, export tag, the commit
+# whose weights/ holds that stage's export, what it changes)
 LATER_STAGES = [
-    (5, "open-f8-colour", "colour", "r5", "4ad5f97",
+    (5, "open-f8-colour", 1600, "colour", "r5", "4ad5f97",
      "fine-tunes encoder and decoder around the frozen codebook with the colour fix, a per-position encoder "
      "norm and dead-leaves samples"),
-    (6, "open-f8-spread", "spread", "r6", "f80184b",
+    (6, "open-f8-spread", 2400, "spread", "r6", "f80184b",
      "continues stage 2's recipe and adds a trainable linear map over the frozen codes and a hinge on the "
      "latents' participation ratio (`training/warm_start.py`, `training/losses.py`)"),
-    (8, "open-f8-plain", "plain", "r8", None,
+    (8, "open-f8-plain", 8000, "plain", "r8", None,
      "continues stage 3's recipe for longer, with plain patterns among the synthetic samples and an L1 on "
      "8×8-pooled images"),
 ]
@@ -137,19 +137,19 @@ vqct export runs/{run}/ckpt_{steps:08d}.pt -o exported/{name} --resolution 256
     storage = " \\\n    --dtype fp16 --keep-float32 model.encoder model.quant_conv" if is_vqct else ""
     later = LATER_STAGES[: stages - 1]
     said = [f"Stage 1 is round 3's run (4,000 steps, config `{config}`, the weights this folder held at commit 182eb38)."]
-    commands = ["vqct train --config {config} data.train=../shared/data/open/train.txt run.threads=1".format(config=config),
+    commands = [f"vqct train --config {config} data.train=../shared/data/open/train.txt run.threads=1",
                 f"vqct export runs/{run}/ckpt_00004000.pt -o runs/{name}-r3 --resolution 256"]
     previous = "r3"
-    for i, (round_, cfg, suffix, tag, commit, what) in enumerate(later, start=2):
+    for i, (round_, cfg, stage_steps, suffix, tag, commit, what) in enumerate(later, start=2):
         last = i == stages
-        stage_steps = steps if last else None
-        count = f"{stage_steps:,} steps" if stage_steps else f"{PREVIOUS_STEPS[cfg]:,} steps"
+        stage_steps = steps if last and steps else stage_steps  # the export's provenance, where it has one
+        count = f"{stage_steps:,} steps"
         kept = f", the weights at commit {commit}" if commit and not last else ""
         said.append(f"Stage {i} (round {round_}, {count}, config `{cfg}`{kept}) {what}.")
         commands.append(f"vqct train --config {cfg} data.train=../shared/data/open/train.txt run.threads=1 \\\n"
                         f"    run.init_from=runs/{name}-{previous} run.out_dir=runs/{name}-{suffix}")
         target = f"exported/{name} --resolution 256{storage}" if last else f"runs/{name}-{tag} --resolution 256"
-        commands.append(f"vqct export runs/{name}-{suffix}/ckpt_{(stage_steps or PREVIOUS_STEPS[cfg]):08d}.pt -o {target}")
+        commands.append(f"vqct export runs/{name}-{suffix}/ckpt_{stage_steps:08d}.pt -o {target}")
         previous = tag
     intro = textwrap.fill(f"{NUMBERS[stages]} stages. " + " ".join(said)[:-1] + ":", width=104)
     notes = "\n".join(STAGE_NOTES[i] for i in range(2, stages + 1))
@@ -160,9 +160,6 @@ vqct export runs/{run}/ckpt_{steps:08d}.pt -o exported/{name} --resolution 256
 ```
 
 {notes}"""
-
-
-PREVIOUS_STEPS = {"open-f8-colour": 1600, "open-f8-spread": 2400, "open-f8-plain": 8000}
 
 
 def row(label: str, reports: dict[str, dict], key: str, spec: str) -> str:
