@@ -12,7 +12,7 @@ import torch
 
 from test_training import image_dir  # noqa: F401  (fixture)
 from vqct_tokenizer.training.data import ImageDataset
-from vqct_tokenizer.training.synthetic import PLAIN_KINDS, dead_leaves, plain_pattern
+from vqct_tokenizer.training.synthetic import PLAIN_KINDS, dead_leaves, plain_batch, plain_pattern
 
 
 def test_dead_leaves_are_seeded_in_range_and_mostly_flat_with_many_colours():
@@ -86,6 +86,15 @@ def test_plain_patterns_draw_every_kind_and_saturated_hues():
     assert (ramp.max(1).values - ramp.min(1).values).max() > 0.45  # saturation >= 0.5 at value >= 0.5
     with pytest.raises(ValueError, match="kind must be one of"):
         plain_pattern(random.Random(0), 16, "stars")
+
+
+def test_plain_batches_are_seeded_by_their_seed_alone_and_of_the_asked_size():
+    a, b = plain_batch(11, 40, 3), plain_batch(11, 40, 3)
+    assert a.shape == (3, 3, 40, 40) and torch.equal(a, b)
+    assert 0.0 <= float(a.min()) and float(a.max()) <= 1.0
+    assert not torch.equal(a, plain_batch(12, 40, 3))
+    rng = random.Random(11)  # the batch is plain_pattern's draws, in order, from one generator
+    assert torch.equal(a[1], (plain_pattern(rng, 40), plain_pattern(rng, 40))[1])
 
 
 def test_the_dataset_mixes_plain_patterns_into_the_synthetic_share_only_when_asked(image_dir):  # noqa: F811

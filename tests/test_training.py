@@ -303,11 +303,16 @@ def test_loss_goes_down_on_a_fixed_batch(tiny_prior, image_dir, tmp_path):
     assert losses[-1] < 0.75 * losses[0]
 
 
-def test_resume_continues_the_same_run(tiny_prior, image_dir, tmp_path):
-    """N steps, checkpoint, resume, M more == N+M uninterrupted (GAN on, dropout on, mid-epoch)."""
-    straight = tiny_cfg(tmp_path / "a", tiny_prior, image_dir, "optim.steps=5")
+LARGE_PLAIN = ["data.large_plain_every=2", "data.large_plain_size=32", "data.large_plain_batch=2"]
+
+
+@pytest.mark.parametrize("extra", [[], LARGE_PLAIN], ids=["plain", "large-plain"])
+def test_resume_continues_the_same_run(extra, tiny_prior, image_dir, tmp_path):
+    """N steps, checkpoint, resume, M more == N+M uninterrupted (GAN on, dropout on, mid-epoch;
+    with the extra large-plain batches, whose draws must not depend on where the run resumed)."""
+    straight = tiny_cfg(tmp_path / "a", tiny_prior, image_dir, "optim.steps=5", *extra)
     train(straight)
-    split = tiny_cfg(tmp_path / "b", tiny_prior, image_dir, "optim.steps=5")
+    split = tiny_cfg(tmp_path / "b", tiny_prior, image_dir, "optim.steps=5", *extra)
     train(split, max_steps=3)  # 12 images / batch 4: step 3 ends epoch 0, the resume crosses it
     assert find_latest(tmp_path / "b").name == "ckpt_00000003.pt"
     train(split, resume=True)
@@ -319,6 +324,32 @@ def test_resume_continues_the_same_run(tiny_prior, image_dir, tmp_path):
     assert len(list_checkpoints(tmp_path / "a")) == 2  # keep=2 rotation
     steps = [int(line.split('"step": ')[1].split(",")[0]) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)), "resumed metrics log repeats steps"
+
+
+def test_large_plain_batches_train_the_model_at_their_own_size(tiny_prior, image_dir, tmp_path, monkeypatch):
+    """Every 2nd step adds a forward of 2 plain patterns at 32 px (the crops are 16 px), and its
+    loss reaches the weights: the run ends elsewhere than the same run without it."""
+    from vqct_tokenizer.training import model as model_module
+    sizes = []
+    forward = model_module.VQCTTrainModel.forward
+    monkeypatch.setattr(model_module.VQCTTrainModel, "forward",
+                        lambda self, x: (sizes.append(tuple(x.shape)), forward(self, x))[1])
+    train(tiny_cfg(tmp_path / "with", tiny_prior, image_dir, *LARGE_PLAIN))
+    assert sizes == [(4, 3, 16, 16), (4, 3, 16, 16), (2, 3, 32, 32)] * 2  # steps 0-3: extra on steps 1 and 3
+    train(tiny_cfg(tmp_path / "without", tiny_prior, image_dir))
+    a, b = load_checkpoint(tmp_path / "with")["model"], load_checkpoint(tmp_path / "without")["model"]
+    assert any(not torch.equal(a[k], b[k]) for k in a if "decoder" in k)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.large_plain_size=33", "not a multiple of the downsampling factor 2"),
+    ("data.large_plain_batch=0", "data.large_plain_batch must be an integer >= 1"),
+    ("data.large_plain_every=-1", "data.large_plain_every must be an integer >= 0"),
+])
+def test_bad_large_plain_settings_are_named(override, message, tiny_prior, image_dir, tmp_path):
+    extra = [x for x in LARGE_PLAIN if not x.startswith(override.split("=")[0])]
+    with pytest.raises(ValueError, match=message):
+        tiny_cfg(tmp_path, tiny_prior, image_dir, *extra, override)
 
 
 def test_export_round_trip_tokens_identical(tiny_prior, image_dir, tmp_path):
@@ -366,7 +397,8 @@ def test_shipped_configs_load():
 
 
 
-def test_ddp_two_processes_keep_parameters_identical(tiny_prior, image_dir, tmp_path):
+@pytest.mark.parametrize("extra", [[], LARGE_PLAIN], ids=["plain", "large-plain"])
+def test_ddp_two_processes_keep_parameters_identical(extra, tiny_prior, image_dir, tmp_path):
     """torchrun with gloo, 2 ranks, each its own half-batch, the GAN on from step 0: after training
     every rank holds the same autoencoder and the same discriminator, and both optimizers' states
     match, so the discriminator's gradients were all-reduced too (a rank-local discriminator would
@@ -377,7 +409,7 @@ def test_ddp_two_processes_keep_parameters_identical(tiny_prior, image_dir, tmp_
     overrides = [a for a in _cli_overrides(tmp_path, tiny_prior, image_dir)
                  if not a.startswith(("run.out_dir", "loss.disc_start"))]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
-           *overrides, f"run.out_dir={out}", "optim.steps=3", "loss.disc_start=0", "run.log_every=1"]
+           *overrides, f"run.out_dir={out}", "optim.steps=3", "loss.disc_start=0", "run.log_every=1", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     assert res.returncode == 0, res.stderr[-3000:]

@@ -82,7 +82,12 @@ DEFAULTS: dict[str, Any] = {
              "synthetic": 0.0,
              # share of those synthetic samples that are plain patterns (flat, gradient, hue ramp,
              # checkerboard: synthetic.plain_pattern) instead of dead leaves
-             "synthetic_plain": 0.0},
+             "synthetic_plain": 0.0,
+             # every large_plain_every-th step also trains on large_plain_batch plain patterns of
+             # large_plain_size px (0 = off). A 64 px crop is 8x8 cells, none more than 3 cells from
+             # an edge: the decoder never sees the constant interior of a large flat area, and large
+             # flats decode worse than small ones (docs/BENCHMARKS.md "Flat interiors")
+             "large_plain_every": 0, "large_plain_size": 160, "large_plain_batch": 2},
     "optim": {
         "batch_size": 8, "lr": 7.2e-5, "betas": [0.5, 0.9], "steps": 100000, "grad_clip": 0.0,
         # linear warm-up, then constant or cosine decay to min_lr_ratio * lr at optim.steps (schedule.py)
@@ -237,6 +242,7 @@ def validate(cfg: dict[str, Any]) -> None:
         raise ValueError(f"loss.lowpass_weight must be a number >= 0 (0 = off), got {low_w!r}")
     if isinstance(cell, bool) or not isinstance(cell, int) or cell < 1:
         raise ValueError(f"loss.lowpass_cell must be a pooling size in pixels >= 1, got {cell!r}")
+    _validate_large_plain(cfg)
     if cfg["optim"]["batch_size"] < 1 or cfg["optim"]["steps"] < 0:
         raise ValueError("optim.batch_size must be >= 1 and optim.steps >= 0")
     if not 0.0 <= float(cfg["optim"]["ema_decay"]) < 1.0:
@@ -279,3 +285,14 @@ def complete_config(cfg: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(DEFAULTS)
     _overlay(out, cfg)
     return out
+
+
+def _validate_large_plain(cfg: dict[str, Any]) -> None:
+    data = cfg["data"]
+    every, size, batch = data["large_plain_every"], data["large_plain_size"], data["large_plain_batch"]
+    for key, value, low in (("large_plain_every", every, 0), ("large_plain_size", size, 1), ("large_plain_batch", batch, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"data.{key} must be an integer >= {low}, got {value!r}")
+    factor = 2 ** (len(cfg["model"]["ch_mult"]) - 1)
+    if every and size % factor:
+        raise ValueError(f"data.large_plain_size {size} is not a multiple of the downsampling factor {factor}")

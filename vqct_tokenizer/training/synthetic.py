@@ -19,6 +19,12 @@ checkerboard/stripes of two colours, each at a random orientation, scale and pha
 the same arcsine law. ``data.synthetic_plain = q`` makes a share q of the synthetic samples such
 patterns instead of dead leaves. The fixed test images of ``evaluation/plain_inputs.py`` are single
 points of these families; they are never drawn as such.
+
+Round 9: the decoder learns a flat area's colour from the cells near an edge. Trained on 64² crops
+(8x8 cells, none more than 3 cells from an edge), it gives a 64² flat red back at 33 dB but the
+interior of a 256² one at 23 dB, and PSNR falls with each cell further from the edge; on photos no
+such fall exists (docs/BENCHMARKS.md "Flat interiors"). ``plain_batch`` draws the same patterns at a
+larger size for the trainer's extra large-plain batches (``data.large_plain_every``).
 """
 
 from __future__ import annotations
@@ -98,6 +104,13 @@ def plain_pattern(rng: random.Random, size: int, kind: str | None = None) -> tor
             odd = (u + v) % 2 if rng.random() < 0.5 else u % 2
             image = np.where(odd[..., None] > 0, b, a)
     return torch.from_numpy(np.ascontiguousarray(np.asarray(image, np.float32).transpose(2, 0, 1)))
+
+
+def plain_batch(seed: int, size: int, batch: int) -> torch.Tensor:
+    """(batch, 3, size, size) float32 in [0, 1]: ``plain_pattern`` draws from ``random.Random(seed)``,
+    so the batch of a given step is the same after a resume."""
+    rng = random.Random(seed)
+    return torch.stack([plain_pattern(rng, size) for _ in range(batch)])
 
 
 def _hsv_to_rgb(hue: np.ndarray, saturation: float, value: float) -> np.ndarray:

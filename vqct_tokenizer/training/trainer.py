@@ -43,6 +43,7 @@ from ..evaluation.usage import UsageWindow
 from ..runtime import cpu_has_fast_bf16, progress_bar, resolve_device
 from .checkpoint import find_latest, load_checkpoint, save_checkpoint
 from .data import ImageDataset, ResumableSampler
+from .synthetic import plain_batch
 from .discriminator import PatchDiscriminator
 from .learned_codebook import LEARNED_OPTION_DEFAULTS
 from .colour import ColourBalancedL1, colour_axes, sample_pixels
@@ -148,7 +149,7 @@ def train(cfg: dict[str, Any], resume: bool = False, max_steps: int | None = Non
             set_learning_rate(r.opt_d, lr)
             gan_on = step >= cfg["loss"]["disc_start"] and cfg["loss"]["disc_weight"] > 0
 
-            result = _generator_step(r, x, gan_on)
+            result = _generator_step(r, x, gan_on, _large_plain(cfg, step, r))
             _codebook_upkeep(r, result.fwd)
             result.d_loss = _discriminator_step(r, x, result.fwd.reconstruction, gan_on)
             r.scaler.update()
@@ -290,8 +291,21 @@ def _print_header(r: _Run, num_images: int, step: int) -> None:
 
 
 # ---------------------------------------------------------------------------------- one step
-def _generator_step(r: _Run, x: torch.Tensor, gan_on: bool) -> _StepResult:
-    """Autoencoder + codebook source: L1 (or L2) + perceptual + codebook/commitment (+ adaptive GAN)."""
+def _large_plain(cfg: dict[str, Any], step: int, r: _Run) -> torch.Tensor | None:
+    """The step's extra batch of large plain patterns in [-1, 1], or None (data.large_plain_every)."""
+    data = cfg["data"]
+    every = int(data["large_plain_every"])
+    if not every or step % every != every - 1:
+        return None
+    # a seed per (run seed, step, rank): the same batch after a resume, other batches on other ranks
+    seed = (int(cfg["run"]["seed"]) * 1_000_003 + step) * 64 + r.rank
+    x = plain_batch(seed, int(data["large_plain_size"]), int(data["large_plain_batch"])).mul_(2.0).sub_(1.0)
+    return x.to(r.device).contiguous(memory_format=r.memory_format)
+
+
+def _generator_step(r: _Run, x: torch.Tensor, gan_on: bool, large: torch.Tensor | None = None) -> _StepResult:
+    """Autoencoder + codebook source: L1 (or L2) + perceptual + codebook/commitment (+ adaptive GAN),
+    plus the same reconstruction terms on ``large`` (an extra batch of large plain patterns) when given."""
     loss_cfg, optim_cfg = r.cfg["loss"], r.cfg["optim"]
     with r.autocast():
         fwd = r.ddp_model(x)
@@ -314,6 +328,20 @@ def _generator_step(r: _Run, x: torch.Tensor, gan_on: bool) -> _StepResult:
         if loss_cfg["spread_weight"]:
             groups = len(r.model.autoencoder.quantizer.groups)
             loss = loss + loss_cfg["spread_weight"] * spread_loss(fwd.live_latent, groups, loss_cfg["spread_floor"])
+        if large is not None:
+            # no spread term and no GAN: a plain pattern's latents are few by nature, and the
+            # discriminator judges photos
+            # the unwrapped model: a second DDP forward before the backward would confuse its reducer;
+            # the parameters are shared, so one backward still sums both passes before the all-reduce
+            big = r.model(large)
+            rec_big = big.reconstruction
+            big_nll = criterion(large.float(), rec_big.float())
+            if r.perceptual is not None:
+                big_nll = big_nll + loss_cfg["perceptual_weight"] * r.perceptual(large, rec_big)
+            if loss_cfg["lowpass_weight"]:
+                big_nll = big_nll + loss_cfg["lowpass_weight"] * lowpass_loss(large.float(), rec_big.float(),
+                                                                            loss_cfg["lowpass_cell"], criterion)
+            loss = loss + big_nll + loss_cfg["codebook_weight"] * big.q_loss
     r.opt_g.zero_grad(set_to_none=True)
     r.scaler.scale(loss).backward()
     if optim_cfg["grad_clip"]:
