@@ -144,3 +144,17 @@ def test_colour_error_split_separates_a_colour_map_from_scatter():
     scatter = colours + np.random.default_rng(0).normal(0, 10, colours.shape)  # per-colour noise stays
     split = _colour_error_split(colours, scatter)
     assert split["affine_residual"] > 5
+
+
+def test_flat_interior_rings_count_cells_from_the_nearest_edge():
+    from conftest import benchmark_module
+
+    bench = benchmark_module("flat_interiors")
+    rings = bench.ring_of_cells(6)
+    assert rings[0].tolist() == [0, 0, 0, 0, 0, 0] and rings[2].tolist() == [0, 1, 2, 2, 1, 0]
+    assert bench.ring_of_cells(40).max() == bench.MAX_RING  # deeper cells are pooled
+    a = np.zeros((48, 48, 3), np.uint8)
+    b = a.copy()
+    b[16:24, 24:32] = 10  # one cell of ring 2 wrong by 10 levels; rings 0 and 1 exact
+    mse = bench.ring_mse(a, b)
+    assert mse[0] == mse[1] == 0.0 and mse[2] == 100.0 / 4  # 4 cells in ring 2 of a 6x6 grid
