@@ -81,7 +81,8 @@ def limits_text(name: str, report: dict, other: dict | None, jpeg: dict | None, 
 
 
 # The stages after round 3's first run: (round, config, steps, run-folder suffix, export tag, the commit
-# whose weights/ holds that stage's export, what it changes)
+# whose weights/ holds that stage's export, what it changes); a round given as (default's, baseline's)
+# where the baseline got the stage later
 LATER_STAGES = [
     (5, "open-f8-colour", 1600, "colour", "r5", "4ad5f97",
      "fine-tunes encoder and decoder around the frozen codebook with the colour fix, a per-position encoder "
@@ -89,7 +90,7 @@ LATER_STAGES = [
     (6, "open-f8-spread", 2400, "spread", "r6", "f80184b",
      "continues stage 2's recipe and adds a trainable linear map over the frozen codes and a hinge on the "
      "latents' participation ratio (`training/warm_start.py`, `training/losses.py`)"),
-    (8, "open-f8-plain", 8000, "plain", "r8", None,
+    ((8, 9), "open-f8-plain", 8000, "plain", "r8", None,
      "continues stage 3's recipe for longer, with plain patterns among the synthetic samples and an L1 on "
      "8×8-pooled images"),
 ]
@@ -110,8 +111,8 @@ STAGE_NOTES = {
     4: """- Stage 4: stage 3's recipe for 8,000 steps (lr 1e-4 after 50 warm-up steps, cosine decay to 1e-5,
   EMA 0.998), with 35 % synthetic samples of which 30 % are plain patterns, flat fields, gradients,
   hue ramps and checkerboards (`data.synthetic_plain` 0.3), and an L1 on 8×8-pooled images
-  (`loss.lowpass_weight` 2). Beside the same 8,000 steps without those two (one seed each), it
-  scored 29.86 against 28.48 dB median over 48 random flat colours and 22.70 against 22.74 dB on
+  (`loss.lowpass_weight` 2). On the default, beside the same 8,000 steps without those two (one seed
+  each), it scored 29.86 against 28.48 dB median over 48 random flat colours and 22.70 against 22.74 dB on
   50 photos (`benchmarks/results/long_probes_r8.md`, `benchmarks/results/random_flats_r8.json`).""",
 }
 STAGE_WALL_MINUTES = [58, 30, 42]  # stages 1-3 as measured (export provenance gives the last stage's)
@@ -142,6 +143,8 @@ vqct export runs/{run}/ckpt_{steps:08d}.pt -o exported/{name} --resolution 256
     previous = "r3"
     for i, (round_, cfg, stage_steps, suffix, tag, commit, what) in enumerate(later, start=2):
         last = i == stages
+        if isinstance(round_, tuple):
+            round_ = round_[0] if is_vqct else round_[1]
         stage_steps = steps if last and steps else stage_steps  # the export's provenance, where it has one
         count = f"{stage_steps:,} steps"
         kept = f", the weights at commit {commit}" if commit and not last else ""
