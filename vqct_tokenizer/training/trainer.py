@@ -329,10 +329,10 @@ def _generator_step(r: _Run, x: torch.Tensor, gan_on: bool, large: torch.Tensor 
             groups = len(r.model.autoencoder.quantizer.groups)
             loss = loss + loss_cfg["spread_weight"] * spread_loss(fwd.live_latent, groups, loss_cfg["spread_floor"])
         if large is not None:
-            # no spread term and no GAN: a plain pattern's latents are few by nature, and the
-            # discriminator judges photos
-            # the unwrapped model: a second DDP forward before the backward would confuse its reducer;
-            # the parameters are shared, so one backward still sums both passes before the all-reduce
+            # No spread term and no GAN: a plain pattern's latents are few by nature, and the
+            # discriminator judges photos. The unwrapped model, because a second DDP forward before the
+            # backward would confuse its reducer; the parameters are shared, so the one backward sums
+            # both passes before the all-reduce.
             big = r.model(large)
             rec_big = big.reconstruction
             big_nll = criterion(large.float(), rec_big.float())
