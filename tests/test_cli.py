@@ -590,3 +590,15 @@ def test_models_lists_vqct_models_in_the_hub_cache_offline(model_dir, tmp_path, 
     # and the name it lists is one --model loads, from the cache alone
     tok = VQCTTokenizer.from_pretrained("someone/tiny-vqct", cache_dir=cache, local_files_only=True)
     assert tok.config.num_nouns == len(NOUNS)
+
+
+def test_train_overrides_may_follow_a_flag_and_other_strays_are_still_errors(capsys):
+    from vqct_tokenizer.cli import parse
+
+    args = parse(["train", "--config", "open-f8", "optim.steps=10", "--resume", "run.out_dir=runs/x", "run.seed=3"])
+    assert args.resume and args.overrides == ["optim.steps=10", "run.out_dir=runs/x", "run.seed=3"]
+    with pytest.raises(SystemExit):
+        parse(["train", "--config", "open-f8", "optim.steps=10", "--resume", "--bogus"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a command without overrides takes no KEY=VALUE
+        parse(["models", "optim.steps=10"])
