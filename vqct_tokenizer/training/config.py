@@ -94,6 +94,11 @@ DEFAULTS: dict[str, Any] = {
         "warmup_steps": 0, "schedule": "constant", "min_lr_ratio": 0.1,
         # exponential moving average of the weights, exported instead of the raw weights; 0 = off
         "ema_decay": 0.0,
+        # all | decoder: train only post_quant_conv and the decoder. Needs codebook.source=fixed (the
+        # start's codes, frozen): encoder and codebook stay the start's bit for bit, so every image keeps
+        # its tokens and token datasets made with the start stay valid (a decoder fine-tune, as
+        # latent-diffusion VAEs get one after the fact)
+        "trainable": "all",
     },
     "run": {
         "out_dir": "runs/vqct", "seed": 0, "precision": "auto", "threads": 0, "channels_last": True,
@@ -217,6 +222,7 @@ def validate(cfg: dict[str, Any]) -> None:
         "loss.quantizer_gradient": (loss["quantizer_gradient"], ("ste", "rotation", "none")),
         "run.precision": (run["precision"], ("auto", "fp32", "bf16", "fp16")),
         "optim.schedule": (cfg["optim"]["schedule"], ("constant", "cosine")),
+        "optim.trainable": (cfg["optim"]["trainable"], ("all", "decoder")),
     }
     for name, (value, allowed) in choices.items():
         if value not in allowed:
@@ -231,6 +237,9 @@ def validate(cfg: dict[str, Any]) -> None:
     if cb["remap"] != "none" and cb["source"] != "fixed":
         raise ValueError("codebook.remap maps a frozen start codebook: set codebook.source=fixed "
                          "(a transferred codebook already ends in a trainable linear layer)")
+    if cfg["optim"]["trainable"] == "decoder" and (cb["source"] != "fixed" or cb["remap"] != "none"):
+        raise ValueError("optim.trainable=decoder keeps every token as the start made it: set codebook.source=fixed "
+                         "and codebook.remap=none (a trained codebook would change the tokens)")
     _validate_learned_options(cb)
     spread_w, floor = loss["spread_weight"], loss["spread_floor"]
     if isinstance(spread_w, bool) or not isinstance(spread_w, (int, float)) or spread_w < 0:

@@ -42,6 +42,15 @@ class VQCTTrainModel(nn.Module):
         self.vocab = vocab
         self.beta = beta
         self.gradient = gradient  # how the decoder's gradient reaches the encoder: "ste" | "rotation" | "none"
+        self.decoder_only = False  # freeze_encoder()
+
+    def freeze_encoder(self) -> None:
+        """Train only post_quant_conv and the decoder (``optim.trainable=decoder``): the encoder, quant_conv
+        and codebook are frozen and run without a graph, so every image keeps its tokens."""
+        ae = self.autoencoder
+        for part in (ae.encoder, ae.quant_conv, self.codebook_source):
+            part.requires_grad_(False)
+        self.decoder_only = True
 
     def codebook(self) -> torch.Tensor:
         """(K, D): the codebook the quantizer uses and export bakes (unit rows under the cosine lookup)."""
@@ -54,6 +63,12 @@ class VQCTTrainModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> ForwardOutput:
         ae = self.autoencoder
+        if self.decoder_only:
+            with torch.no_grad():
+                z = ae.encode_latent(x)
+                z_q, ids = ae.quantizer(z, self.codebook())
+                q_loss, cb_loss, commit = quantization_loss(z, z_q, self.beta, len(ae.quantizer.groups))
+            return ForwardOutput(ae.decode_latent(z_q), ids, q_loss, cb_loss, commit, z)
         codebook = self.codebook()
         z = ae.encode_latent(x)                      # (B, G·D, h, w), unit-norm per group if cosine
         if self.training and getattr(self.codebook_source, "pending_init", False):
@@ -127,6 +142,8 @@ def build_model(cfg: dict[str, Any], prior_dir: str | Path | None = None) -> VQC
                                list(start.vocab), cfg["loss"]["beta"],
                                cfg["loss"]["quantizer_gradient"])
         load_autoencoder(model, start, cfg["run"]["init_from"])
+        if cfg["optim"]["trainable"] == "decoder":
+            model.freeze_encoder()
         return model
 
     from ..codebook.prior import load_prior

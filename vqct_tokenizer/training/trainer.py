@@ -203,7 +203,7 @@ def _build_run(cfg: dict[str, Any]) -> _Run:
     perceptual = build_perceptual(loss_cfg["perceptual"])
     perceptual = perceptual.to(device) if perceptual is not None else None
     betas = tuple(optim_cfg["betas"])
-    opt_g = torch.optim.Adam(model.parameters(), lr=optim_cfg["lr"], betas=betas)
+    opt_g = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=optim_cfg["lr"], betas=betas)
     opt_d = torch.optim.Adam(disc.parameters(), lr=optim_cfg["lr"], betas=betas)
     ema = WeightEMA(model, float(optim_cfg["ema_decay"])) if optim_cfg["ema_decay"] else None
 
@@ -281,7 +281,7 @@ def _resume(r: _Run) -> int:
 
 def _print_header(r: _Run, num_images: int, step: int) -> None:
     cfg, cb = r.cfg, r.cfg["codebook"]
-    n_params = sum(p.numel() for p in r.model.parameters())
+    n_params = sum(p.numel() for p in r.model.parameters() if p.requires_grad)
     print(f"vqct train: {r.out} | device {r.device} x{r.world} | torch threads {torch.get_num_threads()} | "
           f"precision {r.precision} | channels_last {bool(cfg['run']['channels_last'])} | "
           f"batch {cfg['optim']['batch_size']} | {num_images} images, crop {cfg['data']['crop']} "
@@ -325,7 +325,7 @@ def _generator_step(r: _Run, x: torch.Tensor, gan_on: bool, large: torch.Tensor 
         else:
             g_loss = d_weight = rec_loss.new_zeros(())
         loss = nll + d_weight * g_loss + loss_cfg["codebook_weight"] * fwd.q_loss
-        if loss_cfg["spread_weight"]:
+        if loss_cfg["spread_weight"] and not r.model.decoder_only:  # a frozen encoder's spread is a constant
             groups = len(r.model.autoencoder.quantizer.groups)
             loss = loss + loss_cfg["spread_weight"] * spread_loss(fwd.live_latent, groups, loss_cfg["spread_floor"])
         if large is not None:

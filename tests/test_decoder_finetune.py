@@ -1,0 +1,58 @@
+"""``optim.trainable=decoder``: a fine-tune of post_quant_conv and the decoder around a frozen encoder
+and codebook, so every image keeps its tokens (tiny configs, CPU, seconds)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from test_colour import exported_tiny  # noqa: F401  (fixture)
+from test_training import image_dir, tiny_cfg, tiny_prior  # noqa: F401  (fixtures)
+from vqct_tokenizer import VQCTTokenizer
+from vqct_tokenizer.training.checkpoint import find_latest, load_checkpoint
+from vqct_tokenizer.training.config import load_config
+from vqct_tokenizer.training.export import export
+from vqct_tokenizer.training.trainer import train
+
+FROZEN = ("encoder.", "quant_conv.")
+TRAINED = ("decoder.", "post_quant_conv.")
+
+
+def test_a_decoder_fine_tune_changes_the_decoder_and_keeps_every_token(exported_tiny, tiny_prior, image_dir,  # noqa: F811
+                                                                        tmp_path):
+    start = VQCTTokenizer.from_pretrained(exported_tiny)
+    # a spread term and a large plain batch too: neither may reach the frozen encoder
+    cfg = tiny_cfg(tmp_path / "ft", tiny_prior, image_dir, "optim.steps=3", "codebook.cosine=true",
+                   f"run.init_from={exported_tiny}", "codebook.source=fixed", "optim.trainable=decoder",
+                   "loss.spread_weight=1.0", "data.large_plain_every=2", "data.large_plain_size=32",
+                   "optim.lr=1e-3")
+    train(cfg)
+    state = load_checkpoint(find_latest(tmp_path / "ft"))
+    for weights in (state["model"], state["model_ema"]) if "model_ema" in state else (state["model"],):
+        ae = {k[len("autoencoder."):]: v for k, v in weights.items() if k.startswith("autoencoder.")}
+        same = {k: torch.equal(v, start.model.state_dict()[k]) for k, v in ae.items()}
+        assert all(same[k] for k in same if k.startswith(FROZEN)), "the frozen encoder moved"
+        assert not all(same[k] for k in same if k.startswith(TRAINED)), "three steps changed no decoder weight"
+    # the optimizer holds only the decoder's parameters
+    n_trained = sum(v.numel() for k, v in state["model"].items() if k.startswith("autoencoder.") and k[12:].startswith(TRAINED)
+                    and v.is_floating_point() and not k.endswith("num_batches_tracked"))
+    n_opt = sum(s["exp_avg"].numel() for s in state["opt_g"]["state"].values())
+    assert n_opt == n_trained
+
+    export(find_latest(tmp_path / "ft"), tmp_path / "tok")
+    tuned = VQCTTokenizer.from_pretrained(tmp_path / "tok")
+    g = torch.Generator().manual_seed(0)
+    images = (torch.rand(3, 3, 32, 32, generator=g) * 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    before = start.encode(list(images), resize=False)
+    assert torch.equal(tuned.encode(list(images), resize=False), before)
+    assert torch.equal(tuned.codebook, start.codebook) and tuned.vocab == start.vocab
+    assert not torch.equal(tuned.decode(before, output_type="pt"), start.decode(before, output_type="pt"))
+
+
+@pytest.mark.parametrize("override", ["codebook.source=transfer", "codebook.remap=linear"])
+def test_a_decoder_fine_tune_needs_the_start_codebook_frozen(override):
+    base = ["optim.trainable=decoder", "codebook.source=fixed", "run.init_from=somewhere"]
+    with pytest.raises(ValueError, match="optim.trainable=decoder keeps every token"):
+        load_config(None, base + [override])
+    with pytest.raises(ValueError, match="optim.trainable must be one of"):
+        load_config(None, ["optim.trainable=encoder"])
