@@ -8,7 +8,7 @@
 Importing this package loads only torch, safetensors, huggingface_hub, pillow and numpy.
 """
 
-__version__ = "0.7.0"
+__version__ = "0.8.0"
 
 from .config import VQCTConfig  # noqa: E402
 from .dataset import load_token_dataset  # noqa: E402
