@@ -56,3 +56,24 @@ def test_a_decoder_fine_tune_needs_the_start_codebook_frozen(override):
         load_config(None, base + [override])
     with pytest.raises(ValueError, match="optim.trainable must be one of"):
         load_config(None, ["optim.trainable=encoder"])
+
+
+def test_a_discriminator_warm_up_trains_the_critic_before_the_decoder_feels_it(exported_tiny, tiny_prior,  # noqa: F811
+                                                                                image_dir, tmp_path):
+    """loss.disc_warmup: the PatchGAN trains from loss.disc_start, the decoder gets the adversarial term
+    only disc_warmup steps later (a GAN stage added to a trained decoder, round 11's probe)."""
+    import json
+
+    cfg = tiny_cfg(tmp_path / "gan", tiny_prior, image_dir, "optim.steps=5", "codebook.cosine=true",
+                   f"run.init_from={exported_tiny}", "codebook.source=fixed", "optim.trainable=decoder",
+                   "loss.disc_start=1", "loss.disc_warmup=2", "run.log_every=1")
+    train(cfg)
+    rows = [json.loads(line) for line in (tmp_path / "gan" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
+    critic_trained = [r["d"] != 0.0 for r in rows]
+    decoder_felt = [r["d_weight"] != 0.0 and r["g"] != 0.0 for r in rows]
+    # step index 0: nothing; 1-2: the critic alone; 3-4: both
+    assert critic_trained == [False, True, True, True, True]
+    assert decoder_felt == [False, False, False, True, True]
+    with pytest.raises(ValueError, match="disc_warmup"):
+        load_config(None, ["loss.disc_warmup=-1"])

@@ -73,7 +73,9 @@ DEFAULTS: dict[str, Any] = {
         # lowpass_cell average-pooled input and output (losses.lowpass_loss). It charges a region's
         # mean colour again, which a perceptual loss barely does; 0 = off
         "lowpass_weight": 0.0, "lowpass_cell": 8,
-        "disc_start": 10000, "disc_weight": 0.8, "disc_layers": 3, "disc_channels": 64,
+        # the PatchGAN trains from disc_start; the decoder feels it from disc_start + disc_warmup, so a
+        # fine-tune that adds the GAN to a trained autoencoder is not pushed around by an untrained critic
+        "disc_start": 10000, "disc_warmup": 0, "disc_weight": 0.8, "disc_layers": 3, "disc_channels": 64,
     },
     "data": {"train": None, "crop": "resize", "scale": [0.33, 1.0], "flip": True, "workers": 2,
              # probability of rotating a crop's chroma by a random angle, scaled by a factor in saturation
@@ -252,6 +254,9 @@ def validate(cfg: dict[str, Any]) -> None:
     if isinstance(cell, bool) or not isinstance(cell, int) or cell < 1:
         raise ValueError(f"loss.lowpass_cell must be a pooling size in pixels >= 1, got {cell!r}")
     _validate_large_plain(cfg)
+    for key in ("disc_start", "disc_warmup"):
+        if isinstance(loss[key], bool) or not isinstance(loss[key], int) or loss[key] < 0:
+            raise ValueError(f"loss.{key} must be a step count >= 0, got {loss[key]!r}")
     if cfg["optim"]["batch_size"] < 1 or cfg["optim"]["steps"] < 0:
         raise ValueError("optim.batch_size must be >= 1 and optim.steps >= 0")
     if not 0.0 <= float(cfg["optim"]["ema_decay"]) < 1.0:

@@ -147,11 +147,12 @@ def train(cfg: dict[str, Any], resume: bool = False, max_steps: int | None = Non
             lr = learning_rate(step, optim_cfg)
             set_learning_rate(r.opt_g, lr)
             set_learning_rate(r.opt_d, lr)
-            gan_on = step >= cfg["loss"]["disc_start"] and cfg["loss"]["disc_weight"] > 0
+            disc_on = step >= cfg["loss"]["disc_start"] and cfg["loss"]["disc_weight"] > 0
+            gan_on = disc_on and step >= cfg["loss"]["disc_start"] + cfg["loss"]["disc_warmup"]
 
             result = _generator_step(r, x, gan_on, _large_plain(cfg, step, r))
             _codebook_upkeep(r, result.fwd)
-            result.d_loss = _discriminator_step(r, x, result.fwd.reconstruction, gan_on)
+            result.d_loss = _discriminator_step(r, x, result.fwd.reconstruction, disc_on)
             r.scaler.update()
 
             step += 1
@@ -360,9 +361,9 @@ def _codebook_upkeep(r: _Run, fwd: Any) -> None:
         r.ema.update(r.model)
 
 
-def _discriminator_step(r: _Run, x: torch.Tensor, rec: torch.Tensor, gan_on: bool) -> torch.Tensor:
-    """One hinge-loss step of the PatchGAN once the GAN is on; returns its loss (0 before)."""
-    if not gan_on:
+def _discriminator_step(r: _Run, x: torch.Tensor, rec: torch.Tensor, disc_on: bool) -> torch.Tensor:
+    """One hinge-loss step of the PatchGAN from loss.disc_start on; returns its loss (0 before)."""
+    if not disc_on:
         return x.new_zeros((), dtype=torch.float32)
     with r.autocast():
         logits_real = r.ddp_disc(x)
