@@ -3,6 +3,8 @@ and codebook, so every image keeps its tokens (tiny configs, CPU, seconds)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -62,8 +64,6 @@ def test_a_discriminator_warm_up_trains_the_critic_before_the_decoder_feels_it(e
                                                                                 image_dir, tmp_path):
     """loss.disc_warmup: the PatchGAN trains from loss.disc_start, the decoder gets the adversarial term
     only disc_warmup steps later (a GAN stage added to a trained decoder, round 11's probe)."""
-    import json
-
     cfg = tiny_cfg(tmp_path / "gan", tiny_prior, image_dir, "optim.steps=5", "codebook.cosine=true",
                    f"run.init_from={exported_tiny}", "codebook.source=fixed", "optim.trainable=decoder",
                    "loss.disc_start=1", "loss.disc_warmup=2", "run.log_every=1")
