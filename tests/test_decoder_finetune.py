@@ -1,5 +1,6 @@
 """``optim.trainable=decoder``: a fine-tune of post_quant_conv and the decoder around a frozen encoder
-and codebook, so every image keeps its tokens (tiny configs, CPU, seconds)."""
+and codebook, so every image keeps its tokens; and its mirror, ``optim.trainable=encoder``, which
+keeps what every token decodes to (tiny configs, CPU, seconds)."""
 
 from __future__ import annotations
 
@@ -56,8 +57,37 @@ def test_a_decoder_fine_tune_needs_the_start_codebook_frozen(override):
     base = ["optim.trainable=decoder", "codebook.source=fixed", "run.init_from=somewhere"]
     with pytest.raises(ValueError, match="optim.trainable=decoder keeps every token"):
         load_config(None, base + [override])
+    with pytest.raises(ValueError, match="optim.trainable=encoder keeps what every token decodes to"):
+        load_config(None, ["optim.trainable=encoder", "codebook.source=fixed", "run.init_from=somewhere", override])
     with pytest.raises(ValueError, match="optim.trainable must be one of"):
-        load_config(None, ["optim.trainable=encoder"])
+        load_config(None, ["optim.trainable=codebook"])
+
+
+def test_an_encoder_fine_tune_changes_the_encoder_and_keeps_what_every_token_decodes_to(  # noqa: F811
+        exported_tiny, tiny_prior, image_dir, tmp_path):
+    start = VQCTTokenizer.from_pretrained(exported_tiny)
+    cfg = tiny_cfg(tmp_path / "enc", tiny_prior, image_dir, "optim.steps=3", "codebook.cosine=true",
+                   f"run.init_from={exported_tiny}", "codebook.source=fixed", "optim.trainable=encoder",
+                   "loss.spread_weight=1.0", "data.large_plain_every=2", "data.large_plain_size=32",
+                   "optim.lr=1e-3")
+    train(cfg)
+    state = load_checkpoint(find_latest(tmp_path / "enc"))
+    for weights in (state["model"], state["model_ema"]) if "model_ema" in state else (state["model"],):
+        ae = {k[len("autoencoder."):]: v for k, v in weights.items() if k.startswith("autoencoder.")}
+        same = {k: torch.equal(v, start.model.state_dict()[k]) for k, v in ae.items()}
+        assert all(same[k] for k in same if k.startswith(TRAINED)), "the frozen decoder moved"
+        assert not all(same[k] for k in same if k.startswith(FROZEN)), "three steps changed no encoder weight"
+    n_trained = sum(v.numel() for k, v in state["model"].items() if k.startswith("autoencoder.") and k[12:].startswith(FROZEN)
+                    and v.is_floating_point())
+    assert sum(s["exp_avg"].numel() for s in state["opt_g"]["state"].values()) == n_trained
+
+    export(find_latest(tmp_path / "enc"), tmp_path / "tok")
+    tuned = VQCTTokenizer.from_pretrained(tmp_path / "tok")
+    assert torch.equal(tuned.codebook, start.codebook) and tuned.vocab == start.vocab
+    ids = torch.randint(0, 2, (2, 4, 4, 3))  # rows valid in every group: adjectives first, then nouns
+    ids[..., 2] += start.config.num_adjectives
+    assert torch.equal(tuned.decode(ids, output_type="pt", precision="fp32"),
+                       start.decode(ids, output_type="pt", precision="fp32"))
 
 
 def test_a_discriminator_warm_up_trains_the_critic_before_the_decoder_feels_it(exported_tiny, tiny_prior,  # noqa: F811

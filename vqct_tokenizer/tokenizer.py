@@ -27,7 +27,7 @@ from torch import nn
 from .atomic import atomic_write
 from .config import CONFIG_NAME, VOCAB_NAME, WEIGHTS_NAME, ConfigError, VQCTConfig
 from .defaults import DEFAULT_MODEL
-from .errors import CellLimitError, NotEnoughMemoryError, TokenError, is_out_of_memory
+from .errors import CellLimitError, ImageError, NotEnoughMemoryError, TokenError, is_out_of_memory
 from .fast_decode import DEFAULT_DECODE_PRECISION, FastDecoders, check_decode_precision, resolve_decode_precision
 from .fast_encode import DEFAULT_PRECISION, FastEncoders, check_precision
 from .image_io import PIXELS_FLAG, to_output
@@ -35,6 +35,7 @@ from .image_processor import ImageProcessor
 from .model_files import (check_state_dict, check_weights_header, default_vocab, hub_offline, index_name, one_line,
                           read_vocab, read_weights, resolve_model_dir, save_sharded, vocab_to_json, weights_file)
 from .models import VQAutoencoder
+from .refinement import check_refine_steps, refine_ids
 from .tiling import decode_tiled, encode_tiled, native_memory_bytes
 
 CODEBOOK_KEY = "codebook"
@@ -183,7 +184,7 @@ class VQCTTokenizer(nn.Module):
     @torch.inference_mode()
     def encode(self, images: Any, *, resize: bool = True, batch_size: int = 16,
                return_image_sizes: bool = False, max_native_pixels: int | None = None,
-               precision: str | None = None) -> Any:
+               precision: str | None = None, refine_steps: int = 0, progress: bool = False) -> Any:
         """Tokenize images.
 
         Args:
@@ -207,6 +208,14 @@ class VQCTTokenizer(nn.Module):
                 reference), "fast" (float32, compiled; first call per shape compiles) or "bf16"
                 (bfloat16 trunk: 95 % identical tokens with vqct-faces64, 99.7 % with vqgan-faces64).
                 Nearest-code distances are float32 in all three.
+            refine_steps: 0 (default) returns the encoder's tokens. N > 1 searches N token grids per
+                image by gradient descent on its latent against the frozen decoder and keeps the one
+                that reconstructs it best in MSE, the encoder's own grid included, so never a worse
+                one (``vqct_tokenizer.refinement``; docs/BENCHMARKS.md "Encode-time refinement"
+                for what it buys). Each step is a decoder pass forwards and back: about 0.9 s for a
+                256x256 image on two CPU cores. Runs in float32 on the model's own path, ``precision``
+                aside, and only for images that decode in one piece (sides up to ``tile_size``).
+            progress: a progress bar over the refinement steps.
 
         Native images larger than ``tile_size`` run tile by tile (see the class notes). A failed
         allocation is a NotEnoughMemoryError (a MemoryError) that names the limits to lower.
@@ -216,8 +225,15 @@ class VQCTTokenizer(nn.Module):
             device. With ``resize=False`` and mixed sizes, a list of (h_i, w_i, k+1) tensors.
         """
         precision = self.precision if precision is None else check_precision(precision)
+        refine_steps = check_refine_steps(refine_steps)
         with self._memory_guard("encode", max_native_pixels):
             inputs, batched, sizes = self.preprocess(images, resize=resize, max_native_pixels=max_native_pixels)
+            if refine_steps > 1:
+                self._check_refinable(inputs)
+                grids = [refine_ids(self.model, self.codebook, t[None].to(self.device, self.dtype), refine_steps,
+                                    progress=progress)[0] for t in inputs]
+                inputs.clear()
+                return self._collect(grids, batched, sizes, return_image_sizes)
             grids: list[torch.Tensor] = []
             for start in range(0, len(inputs), batch_size):
                 chunk = inputs[start:start + batch_size]
@@ -227,6 +243,10 @@ class VQCTTokenizer(nn.Module):
                     grids.extend(self.encode_preprocessed(t[None], precision=precision)[0] for t in chunk)
                 for i in range(start, min(start + batch_size, len(inputs))):
                     inputs[i] = None  # each image's pixels go as soon as it is encoded
+        return self._collect(grids, batched, sizes, return_image_sizes)
+
+    @staticmethod
+    def _collect(grids: list[torch.Tensor], batched: bool, sizes: Any, return_image_sizes: bool) -> Any:
         if len({g.shape for g in grids}) == 1:
             out: Any = torch.stack(grids) if batched else grids[0]
         else:
@@ -234,6 +254,15 @@ class VQCTTokenizer(nn.Module):
         if return_image_sizes:
             return out, (sizes if batched else sizes[0])
         return out
+
+    def _check_refinable(self, inputs: list[torch.Tensor]) -> None:
+        """Refinement scores whole-image decodes: refuse, before any work, an image that decodes in tiles."""
+        for t in inputs:
+            h, w = int(t.shape[-2]), int(t.shape[-1])
+            if self._tile_cells(h, w) is not None:
+                raise ImageError(f"refine_steps: a {h}x{w} image decodes tile by tile (tile_size {self.tile_size}), "
+                                 "and refinement fits tokens to a whole-image decode; resize it, raise tile_size "
+                                 "(memory grows with the image), or pass refine_steps=0")
 
     @torch.inference_mode()
     def encode_preprocessed(self, x: torch.Tensor, *, precision: str | None = None) -> torch.Tensor:
@@ -387,12 +416,12 @@ class VQCTTokenizer(nn.Module):
 
     def reconstruct(self, images: Any, *, resize: bool = True, output_type: str = "pil",
                     max_native_pixels: int | None = None, precision: str | None = None,
-                    decode_precision: str | None = None) -> Any:
+                    decode_precision: str | None = None, refine_steps: int = 0, progress: bool = False) -> Any:
         """decode(encode(images)); with ``resize=False`` the output has each input's original size.
         ``max_native_pixels`` bounds both halves; ``precision`` is the encoder's, ``decode_precision``
-        the decoder's (defaults: the attributes)."""
+        the decoder's (defaults: the attributes); ``refine_steps`` and ``progress`` go to ``encode``."""
         tokens, sizes = self.encode(images, resize=resize, return_image_sizes=True, max_native_pixels=max_native_pixels,
-                                    precision=precision)
+                                    precision=precision, refine_steps=refine_steps, progress=progress)
         kw: dict[str, Any] = {"output_type": output_type, "max_native_pixels": max_native_pixels,
                               "precision": decode_precision}
         if resize:

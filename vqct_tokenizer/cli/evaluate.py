@@ -27,6 +27,9 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jpeg-anchor", action="store_true",
                         help="also score JPEG at the same bits per image (per image, the highest quality whose "
                              "file fits), side by side")
+    parser.add_argument("--refine", type=int, default=0, metavar="N",
+                        help="score tokens refined for N steps against the decoder (encode's refine_steps; "
+                             "default: 0, the encoder's tokens)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -36,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     report = evaluate(args.model, args.data, resolution=args.resolution, limit=args.limit, stride=args.stride,
                       batch_size=args.batch_size, report_path=args.output, device=args.device,
                       compute_fd=not args.no_fd, external=not args.no_external, progress=not args.quiet,
-                      jpeg_anchor=args.jpeg_anchor, checkpoint_loader=_tokenizer_from_checkpoint)
+                      jpeg_anchor=args.jpeg_anchor, refine_steps=args.refine,
+                      checkpoint_loader=_tokenizer_from_checkpoint)
     print(format_summary(report))
     return 0
 

@@ -85,6 +85,12 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
                                + ("; decode crops back" if name == "encode" else "")
                                + (" (default)" if native_default else ""))
         parser.set_defaults(resize=not native_default)
+        if name in ("encode", "reconstruct"):
+            parser.add_argument("--refine", type=non_negative_int, default=0, metavar="N",
+                                help="fit each image's tokens to the decoder: search N token grids by gradient "
+                                     "descent on the latent and keep the one that reconstructs the image best "
+                                     "(never worse than the encoder's). About 0.9 s per step for a 256x256 image "
+                                     "on two CPU cores; images up to 640 px a side (default: 0, off)")
         parser.add_argument("--max-pixels", type=positive_int, default=None, metavar="N",
                             help=f"at --native, the largest image to encode and decode, in pixels after padding "
                                  f"(default: {DEFAULT_MAX_NATIVE_PIXELS:,}); without --native, the largest image "
@@ -103,6 +109,14 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
     return value
 
 
@@ -128,7 +142,8 @@ def run_encode(args: argparse.Namespace) -> int:
     token_suffix(args.output)  # refused before the model is loaded
     tok = load_tokenizer(args.model, args.device, max_pixels=args.max_pixels)
     paths = [str(p) for p in args.images]
-    tokens, sizes = tok.encode(paths, resize=args.resize, return_image_sizes=True)
+    tokens, sizes = tok.encode(paths, resize=args.resize, return_image_sizes=True, refine_steps=args.refine,
+                               progress=args.refine > 1)
     grids = list(tokens) if isinstance(tokens, list) else list(tokens.unbind(0))
     write_token_file(args.output, encoded_tokens(tok, grids, paths, sizes, resized=args.resize))
     for path, size, grid in zip(paths, sizes, grids):
@@ -176,7 +191,8 @@ def run_reconstruct(args: argparse.Namespace) -> int:
                 _check_native_size(tok, h, w, name)
 
             image = load_image(path, *native_file_limit(tok.max_native_pixels), size_check)
-        tokens, size = tok.encode(image, resize=args.resize, return_image_sizes=True)
+        tokens, size = tok.encode(image, resize=args.resize, return_image_sizes=True, refine_steps=args.refine,
+                                  progress=args.refine > 1)
         out = tok.decode(tokens, image_size=None if args.resize else size)
         if args.side_by_side:
             out = side_by_side([model_view(tok, image, resize=args.resize), out])

@@ -26,6 +26,7 @@ from ..errors import ImageError
 from ..image_io import list_image_paths
 from ..image_processor import ImageProcessor
 from ..model_files import has_weights
+from ..refinement import check_refine_steps
 from ..runtime import library_versions, progress_bar, resolve_device
 from ..tokenizer import VQCTTokenizer
 from .colour import COLOUR_NOTE, ChromaMeter
@@ -157,7 +158,7 @@ def method_notes(fidelity: FidelityMeter) -> dict[str, Any]:
 def evaluate(model: str | Path | VQCTTokenizer, data: str | Path, *, resolution: int | None = None,
              limit: int | None = None, stride: int = 1, batch_size: int = 16, report_path: str | Path | None = None,
              device: str | torch.device | None = "auto", compute_fd: bool = True, external: bool = True,
-             progress: bool = True, jpeg_anchor: bool = False,
+             progress: bool = True, jpeg_anchor: bool = False, refine_steps: int = 0,
              checkpoint_loader: CheckpointLoader | None = None) -> dict[str, Any]:
     """Evaluate ``model`` on the images of ``data``; returns the report (and writes it when
     ``report_path`` is given, with ``<stem>_grid.png`` and ``<stem>_usage.png`` beside it).
@@ -173,8 +174,11 @@ def evaluate(model: str | Path | VQCTTokenizer, data: str | Path, *, resolution:
         external: try rFID and LPIPS (skipped, with the reason, when packages or weights are missing).
         jpeg_anchor: also score JPEG at the tokenizer's bits per image (see evaluation/jpeg_anchor.py)
             on the same images, with PSNR, SSIM, MS-SSIM and FD-EffNetL0.
+        refine_steps: score tokens refined against the decoder (``VQCTTokenizer.encode``'s
+            ``refine_steps``) instead of the encoder's own; the report records it.
     """
     start = time.perf_counter()
+    check_refine_steps(refine_steps)  # before the model loads
     dev = resolve_device(device)
     tok, model_info = load_model(model, dev, checkpoint_loader)
     res = resolution or tok.config.resolution
@@ -215,7 +219,7 @@ def evaluate(model: str | Path | VQCTTokenizer, data: str | Path, *, resolution:
     bar = progress_bar(len(paths), "vqct eval", "img", progress)
     with torch.inference_mode():
         for real in iter_batches(paths, processor, batch_size, unreadable):
-            tokens = tok.encode(real, resize=False, batch_size=batch_size)
+            tokens = tok.encode(real, resize=False, batch_size=batch_size, refine_steps=refine_steps)
             # float32 decoding: figures that do not depend on the machine (bf16 moves PSNR by ~0.02 dB)
             recon = tok.decode(tokens, output_type="pt", batch_size=batch_size, precision="fp32").float().cpu()
             usage.update(tokens)
@@ -262,6 +266,7 @@ def evaluate(model: str | Path | VQCTTokenizer, data: str | Path, *, resolution:
         "versions": library_versions(VERSIONED_PACKAGES),
         "device": str(dev),
         "decode_precision": "fp32",
+        "refine_steps": refine_steps,
         "batch_size": batch_size,
         # the program's name, not its absolute path (reports are shared)
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "",

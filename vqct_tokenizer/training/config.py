@@ -99,7 +99,9 @@ DEFAULTS: dict[str, Any] = {
         # all | decoder: train only post_quant_conv and the decoder. Needs codebook.source=fixed (the
         # start's codes, frozen): encoder and codebook stay the start's bit for bit, so every image keeps
         # its tokens and token datasets made with the start stay valid (a decoder fine-tune, as
-        # latent-diffusion VAEs get one after the fact)
+        # latent-diffusion VAEs get one after the fact) | encoder: train only the encoder and quant_conv
+        # around the frozen codebook, post_quant_conv and decoder (also codebook.source=fixed), so a token
+        # decodes as before and only which tokens an image gets changes: tokens fitted to the decoder
         "trainable": "all",
     },
     "run": {
@@ -224,7 +226,7 @@ def validate(cfg: dict[str, Any]) -> None:
         "loss.quantizer_gradient": (loss["quantizer_gradient"], ("ste", "rotation", "none")),
         "run.precision": (run["precision"], ("auto", "fp32", "bf16", "fp16")),
         "optim.schedule": (cfg["optim"]["schedule"], ("constant", "cosine")),
-        "optim.trainable": (cfg["optim"]["trainable"], ("all", "decoder")),
+        "optim.trainable": (cfg["optim"]["trainable"], ("all", "decoder", "encoder")),
     }
     for name, (value, allowed) in choices.items():
         if value not in allowed:
@@ -242,6 +244,9 @@ def validate(cfg: dict[str, Any]) -> None:
     if cfg["optim"]["trainable"] == "decoder" and (cb["source"] != "fixed" or cb["remap"] != "none"):
         raise ValueError("optim.trainable=decoder keeps every token as the start made it: set codebook.source=fixed "
                          "and codebook.remap=none (a trained codebook would change the tokens)")
+    if cfg["optim"]["trainable"] == "encoder" and (cb["source"] != "fixed" or cb["remap"] != "none"):
+        raise ValueError("optim.trainable=encoder keeps what every token decodes to: set codebook.source=fixed "
+                         "and codebook.remap=none (a trained codebook would change the codes the frozen decoder reads)")
     _validate_learned_options(cb)
     spread_w, floor = loss["spread_weight"], loss["spread_floor"]
     if isinstance(spread_w, bool) or not isinstance(spread_w, (int, float)) or spread_w < 0:

@@ -52,6 +52,14 @@ class VQCTTrainModel(nn.Module):
             part.requires_grad_(False)
         self.decoder_only = True
 
+    def freeze_decoder(self) -> None:
+        """Train only the encoder and quant_conv (``optim.trainable=encoder``): post_quant_conv, the decoder
+        and the codebook are frozen, so a token decodes as it did at the start and only which tokens an
+        image gets can change. The decoder still runs with a graph: its gradient reaches the encoder."""
+        ae = self.autoencoder
+        for part in (ae.post_quant_conv, ae.decoder, self.codebook_source):
+            part.requires_grad_(False)
+
     def codebook(self) -> torch.Tensor:
         """(K, D): the codebook the quantizer uses and export bakes (unit rows under the cosine lookup)."""
         codebook = self.codebook_source()
@@ -144,6 +152,8 @@ def build_model(cfg: dict[str, Any], prior_dir: str | Path | None = None) -> VQC
         load_autoencoder(model, start, cfg["run"]["init_from"])
         if cfg["optim"]["trainable"] == "decoder":
             model.freeze_encoder()
+        elif cfg["optim"]["trainable"] == "encoder":
+            model.freeze_decoder()
         return model
 
     from ..codebook.prior import load_prior

@@ -304,6 +304,13 @@ def _large_plain(cfg: dict[str, Any], step: int, r: _Run) -> torch.Tensor | None
     return x.to(r.device).contiguous(memory_format=r.memory_format)
 
 
+def _balance_layer(ae: torch.nn.Module) -> torch.Tensor:
+    """Where the adaptive GAN weight compares gradients: the decoder's last layer (VQGAN's choice), or
+    quant_conv's weight, the last layer that learns, when the decoder is frozen (optim.trainable=encoder)."""
+    last = ae.decoder.last_layer
+    return last if last.requires_grad else ae.quant_conv.weight
+
+
 def _generator_step(r: _Run, x: torch.Tensor, gan_on: bool, large: torch.Tensor | None = None) -> _StepResult:
     """Autoencoder + codebook source: L1 (or L2) + perceptual + codebook/commitment (+ adaptive GAN),
     plus the same reconstruction terms on ``large`` (an extra batch of large plain patterns) when given."""
@@ -322,7 +329,7 @@ def _generator_step(r: _Run, x: torch.Tensor, gan_on: bool, large: torch.Tensor 
             # the discriminator judges but is not trained here: detached parameters
             d_params = {k: v.detach() for k, v in r.disc.named_parameters()}
             g_loss = -torch.func.functional_call(r.disc, d_params, (rec,)).float().mean()
-            d_weight = adaptive_weight(nll, g_loss, r.model.autoencoder.decoder.last_layer) * loss_cfg["disc_weight"]
+            d_weight = adaptive_weight(nll, g_loss, _balance_layer(r.model.autoencoder)) * loss_cfg["disc_weight"]
         else:
             g_loss = d_weight = rec_loss.new_zeros(())
         loss = nll + d_weight * g_loss + loss_cfg["codebook_weight"] * fwd.q_loss
