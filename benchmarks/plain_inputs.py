@@ -2,6 +2,7 @@
 tokens at native size, for each model; and a picture of them.
 
     python benchmarks/plain_inputs.py --models vqct-open-f8 baseline-open-f8
+    python benchmarks/plain_inputs.py --models vqct-open-f8 --refine 20 --out benchmarks/results/plain_inputs_refined
 
 Writes benchmarks/results/plain_inputs.json and plain_inputs.png (inputs in the top row, one row
 of reconstructions per model). tests/test_pretrained.py holds the shipped default to these figures.
@@ -27,6 +28,8 @@ def main() -> None:
     p.add_argument("--models", nargs="+", default=["vqct-open-f8", "baseline-open-f8"])
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--out", type=Path, default=RESULTS / "plain_inputs")
+    p.add_argument("--refine", type=int, default=0, metavar="N",
+                   help="tokens refined for N steps against the decoder (encode's refine_steps; default 0)")
     args = p.parse_args()
 
     images = plain_images(args.size)
@@ -35,7 +38,8 @@ def main() -> None:
     psnr: dict[str, dict[str, float]] = {}
     for name in args.models:
         tok = VQCTTokenizer.from_pretrained(name)
-        recons = {k: tok.reconstruct(im, resize=False, output_type="np", decode_precision="fp32")  # as vqct eval
+        recons = {k: tok.reconstruct(im, resize=False, output_type="np", decode_precision="fp32",  # as vqct eval
+                                     refine_steps=args.refine)
                   for k, im in images.items()}
         psnr[name] = {k: round(psnr_uint8(images[k], r), 2) for k, r in recons.items()}
         rows.append([Image.fromarray(r).resize((thumb, thumb), Image.NEAREST) for r in recons.values()])
@@ -50,6 +54,7 @@ def main() -> None:
     sheet.save(args.out.with_suffix(".png"))
     args.out.with_suffix(".json").write_text(json.dumps({
         "size": args.size,
+        "refine_steps": args.refine,
         "note": (f"PSNR (dB) of native {args.size}x{args.size} reconstructions from tokens of plain inputs "
                  "(vqct_tokenizer/evaluation/plain_inputs.py); plain_inputs.png: inputs on top, then one row per "
                  f"model in this order: {', '.join(args.models)}"),

@@ -53,11 +53,13 @@ def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
     return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
-def score_plain_inputs(tokenizer: Any, size: int = 256) -> dict[str, float]:
-    """{name: PSNR (dB)} of native-size reconstructions from tokens, rounded to 0.01 dB."""
+def score_plain_inputs(tokenizer: Any, size: int = 256, refine_steps: int = 0) -> dict[str, float]:
+    """{name: PSNR (dB)} of native-size reconstructions from tokens, rounded to 0.01 dB; with
+    ``refine_steps``, from tokens refined against the decoder (``encode``'s option)."""
     out = {}
     for name, image in plain_images(size).items():
-        recon = tokenizer.reconstruct(image, resize=False, output_type="np", decode_precision="fp32")
+        recon = tokenizer.reconstruct(image, resize=False, output_type="np", decode_precision="fp32",
+                                      refine_steps=refine_steps)
         out[name] = round(psnr_uint8(image, recon), 2)
     return out
 
