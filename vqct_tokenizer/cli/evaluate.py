@@ -68,6 +68,8 @@ def format_summary(report: dict[str, Any]) -> str:
     rows: list[tuple[str, str]] = [
         ("model", f"{report['model']['id']} ({report['model']['kind']}, {report['model']['quantizer']})"),
         ("images", f"{data['count']} at {data['resolution']}x{data['resolution']} from {data['source']}"),
+        ("tokens", f"refined for {report['refine_steps']} steps against the decoder"
+         if report.get("refine_steps", 0) > 1 else "the encoder's"),
         ("PSNR (dB)", _fmt(m["psnr"], 2)),
         ("SSIM", _fmt(m["ssim"])),
         ("MS-SSIM", _fmt(m["ms_ssim"]) + f"  ({report['methods']['ms_ssim']['note']})"),
