@@ -56,7 +56,7 @@ def main() -> None:
         "size": args.size,
         "refine_steps": args.refine,
         "note": (f"PSNR (dB) of native {args.size}x{args.size} reconstructions from tokens of plain inputs "
-                 "(vqct_tokenizer/evaluation/plain_inputs.py); plain_inputs.png: inputs on top, then one row per "
+                 f"(vqct_tokenizer/evaluation/plain_inputs.py); {args.out.name}.png: inputs on top, then one row per "
                  f"model in this order: {', '.join(args.models)}"),
         "psnr": psnr}, indent=2) + "\n")
 
