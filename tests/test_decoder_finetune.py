@@ -21,26 +21,39 @@ FROZEN = ("encoder.", "quant_conv.")
 TRAINED = ("decoder.", "post_quant_conv.")
 
 
-def test_a_decoder_fine_tune_changes_the_decoder_and_keeps_every_token(exported_tiny, tiny_prior, image_dir,  # noqa: F811
-                                                                        tmp_path):
-    start = VQCTTokenizer.from_pretrained(exported_tiny)
-    # a spread term and a large plain batch too: neither may reach the frozen encoder
-    cfg = tiny_cfg(tmp_path / "ft", tiny_prior, image_dir, "optim.steps=3", "codebook.cosine=true",
-                   f"run.init_from={exported_tiny}", "codebook.source=fixed", "optim.trainable=decoder",
+def train_one_part(trainable: str, start_dir, tiny_prior, image_dir, out):
+    """Three steps of ``optim.trainable=<trainable>`` from ``start_dir``, with a spread term and a large plain
+    batch (neither may reach a frozen part). Returns the checkpoint state and, for the weights and
+    their EMA, {autoencoder key: equal to the start's}."""
+    start = VQCTTokenizer.from_pretrained(start_dir)
+    train(tiny_cfg(out, tiny_prior, image_dir, "optim.steps=3", "codebook.cosine=true",
+                   f"run.init_from={start_dir}", "codebook.source=fixed", f"optim.trainable={trainable}",
                    "loss.spread_weight=1.0", "data.large_plain_every=2", "data.large_plain_size=32",
-                   "optim.lr=1e-3")
-    train(cfg)
-    state = load_checkpoint(find_latest(tmp_path / "ft"))
+                   "optim.lr=1e-3"))
+    state = load_checkpoint(find_latest(out))
+    sameness = []
     for weights in (state["model"], state["model_ema"]) if "model_ema" in state else (state["model"],):
         ae = {k[len("autoencoder."):]: v for k, v in weights.items() if k.startswith("autoencoder.")}
-        same = {k: torch.equal(v, start.model.state_dict()[k]) for k, v in ae.items()}
+        sameness.append({k: torch.equal(v, start.model.state_dict()[k]) for k, v in ae.items()})
+    return start, state, sameness
+
+
+def optimized_numel(state) -> int:
+    return sum(s["exp_avg"].numel() for s in state["opt_g"]["state"].values())
+
+
+def numel_of(state, prefixes: tuple[str, ...]) -> int:
+    return sum(v.numel() for k, v in state["model"].items() if k.startswith("autoencoder.")
+               and k[len("autoencoder."):].startswith(prefixes) and v.is_floating_point())
+
+
+def test_a_decoder_fine_tune_changes_the_decoder_and_keeps_every_token(exported_tiny, tiny_prior, image_dir,  # noqa: F811
+                                                                        tmp_path):
+    start, state, sameness = train_one_part("decoder", exported_tiny, tiny_prior, image_dir, tmp_path / "ft")
+    for same in sameness:
         assert all(same[k] for k in same if k.startswith(FROZEN)), "the frozen encoder moved"
         assert not all(same[k] for k in same if k.startswith(TRAINED)), "three steps changed no decoder weight"
-    # the optimizer holds only the decoder's parameters
-    n_trained = sum(v.numel() for k, v in state["model"].items() if k.startswith("autoencoder.") and k[12:].startswith(TRAINED)
-                    and v.is_floating_point() and not k.endswith("num_batches_tracked"))
-    n_opt = sum(s["exp_avg"].numel() for s in state["opt_g"]["state"].values())
-    assert n_opt == n_trained
+    assert optimized_numel(state) == numel_of(state, TRAINED)  # the optimizer holds only the decoder's parameters
 
     export(find_latest(tmp_path / "ft"), tmp_path / "tok")
     tuned = VQCTTokenizer.from_pretrained(tmp_path / "tok")
@@ -65,21 +78,11 @@ def test_a_decoder_fine_tune_needs_the_start_codebook_frozen(override):
 
 def test_an_encoder_fine_tune_changes_the_encoder_and_keeps_what_every_token_decodes_to(  # noqa: F811
         exported_tiny, tiny_prior, image_dir, tmp_path):
-    start = VQCTTokenizer.from_pretrained(exported_tiny)
-    cfg = tiny_cfg(tmp_path / "enc", tiny_prior, image_dir, "optim.steps=3", "codebook.cosine=true",
-                   f"run.init_from={exported_tiny}", "codebook.source=fixed", "optim.trainable=encoder",
-                   "loss.spread_weight=1.0", "data.large_plain_every=2", "data.large_plain_size=32",
-                   "optim.lr=1e-3")
-    train(cfg)
-    state = load_checkpoint(find_latest(tmp_path / "enc"))
-    for weights in (state["model"], state["model_ema"]) if "model_ema" in state else (state["model"],):
-        ae = {k[len("autoencoder."):]: v for k, v in weights.items() if k.startswith("autoencoder.")}
-        same = {k: torch.equal(v, start.model.state_dict()[k]) for k, v in ae.items()}
+    start, state, sameness = train_one_part("encoder", exported_tiny, tiny_prior, image_dir, tmp_path / "enc")
+    for same in sameness:
         assert all(same[k] for k in same if k.startswith(TRAINED)), "the frozen decoder moved"
         assert not all(same[k] for k in same if k.startswith(FROZEN)), "three steps changed no encoder weight"
-    n_trained = sum(v.numel() for k, v in state["model"].items() if k.startswith("autoencoder.") and k[12:].startswith(FROZEN)
-                    and v.is_floating_point())
-    assert sum(s["exp_avg"].numel() for s in state["opt_g"]["state"].values()) == n_trained
+    assert optimized_numel(state) == numel_of(state, FROZEN)
 
     export(find_latest(tmp_path / "enc"), tmp_path / "tok")
     tuned = VQCTTokenizer.from_pretrained(tmp_path / "tok")

@@ -212,7 +212,7 @@ class VQCTTokenizer(nn.Module):
                 image by gradient descent on its latent against the frozen decoder and keeps the one
                 that reconstructs it best in MSE, the encoder's own grid included, so never a worse
                 one (``vqct_tokenizer.refinement``; docs/BENCHMARKS.md "Encode-time refinement"
-                for what it buys). Each step is a decoder pass forwards and back: about 0.9 s for a
+                for what it buys). Each step is a decoder pass forwards and back: about 0.7 s for a
                 256x256 image on two CPU cores. Runs in float32 on the model's own path, ``precision``
                 aside, and only for images that decode in one piece (sides up to ``tile_size``).
             progress: a progress bar over the refinement steps.

@@ -89,7 +89,7 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
             parser.add_argument("--refine", type=non_negative_int, default=0, metavar="N",
                                 help="fit each image's tokens to the decoder: search N token grids by gradient "
                                      "descent on the latent and keep the one that reconstructs the image best "
-                                     "(never worse than the encoder's). About 0.9 s per step for a 256x256 image "
+                                     "(never worse than the encoder's). About 0.7 s per step for a 256x256 image "
                                      "on two CPU cores; images up to 640 px a side (default: 0, off)")
         parser.add_argument("--max-pixels", type=positive_int, default=None, metavar="N",
                             help=f"at --native, the largest image to encode and decode, in pixels after padding "
