@@ -100,6 +100,7 @@ def test_output_manifest_and_reader(images, tok, reference):
     assert m["config_hash"] == tok.config.architecture_hash() and m["counts"] == {
         "inputs": 12, "encoded": 11, "failed": 1, "shards": 6}
     assert m["layout"]["slots"] == ["adjective", "adjective", "noun"] and m["layout"]["grid"] == [8, 8]
+    assert (m["precision"], m["refine_steps"]) == ("fp32", 0)
     assert m["layout"]["groups"][1] == {"name": "noun", "k": 1, "id_range": [6, 15]}
     assert [f["path"] for f in ds.failures] == ["img05b.png"] and "not a readable image" in ds.failures[0]["error"]
     # tokens are exactly those of the tokenizer, stored compactly
@@ -178,6 +179,26 @@ def test_missing_manifest_is_a_clear_error(tmp_path, images, tok):
         load_token_dataset(out)
 
 
+def test_refined_dataset_holds_encode_refine_tokens_and_lists_tiled_images_as_failures(images, tok, tmp_path):
+    small_tiles = copy.deepcopy(tok)
+    small_tiles.tile_size = 20  # images wider or taller than 20 px (padded) decode in tiles: not refinable
+    out = tmp_path / "refined"
+    encode_dataset(images, out, small_tiles, shard_size=4, batch_size=3, workers=0, progress=False, native=True,
+                   refine_steps=4)
+    ds = load_token_dataset(out)
+    root, files = list_inputs(images)
+    sizes = {f: Image.open(root / f).size for f in files if f != "img05b.png"}
+    fits = [f for f, (w, h) in sizes.items() if max(-(-w // 2) * 2, -(-h // 2) * 2) <= 20]
+    assert 0 < len(fits) < len(sizes), "the test needs refinable and tiled images both"
+    assert ds.paths == fits and ds.manifest["refine_steps"] == 4
+    too_large = {f["path"]: f["error"] for f in ds.failures if f["path"] != "img05b.png"}
+    assert set(too_large) == set(sizes) - set(fits) and all("tile by tile" in e for e in too_large.values())
+    for path, grid in ds.items():
+        assert torch.equal(grid, small_tiles.encode(str(root / path), resize=False, refine_steps=4)), path
+    plain = [small_tiles.encode(str(root / p), resize=False) for p in fits]
+    assert any(not torch.equal(g, p) for (_, g), p in zip(ds.items(), plain)), "refinement changed no image"
+
+
 # ---------------------------------------------------------------------------------------- resuming
 def _stamps(out: Path) -> dict[str, tuple[int, int]]:
     return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("shard-*")}
@@ -209,6 +230,7 @@ def test_rerun_keeps_finished_shards_and_redoes_the_interrupted_one(images, tok,
     ("native", "--native"),
     ("inputs", "input list"),
     ("precision", "--precision"),
+    ("refine", "--refine"),
 ])
 def test_resume_refuses_a_different_model_or_settings(images, tok, reference, tmp_path, change, message):
     out = tmp_path / "out"
@@ -226,6 +248,8 @@ def test_resume_refuses_a_different_model_or_settings(images, tok, reference, tm
     elif change == "precision":
         model = copy.deepcopy(tok)
         model.precision = "bf16"
+    elif change == "refine":
+        kwargs["refine_steps"] = 3
     else:
         source = tmp_path / "fewer"
         write_images(source, 3)

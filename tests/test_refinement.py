@@ -129,3 +129,23 @@ def test_refined_plain_colours_pass_34_db_on_the_shipped_default(default_tokeniz
     refined = psnr_uint8(image, tok.decode(tok.encode(image, resize=False, refine_steps=10), output_type="np",
                                            precision="fp32"))
     assert refined >= 34.5 and refined >= plain + 4.0, (plain, refined)
+
+
+def test_images_of_one_size_are_refined_together_as_they_would_be_alone(monkeypatch) -> None:
+    import vqct_tokenizer.tokenizer as tokenizer_module
+
+    tok = make_tokenizer(5)
+    images = [random_rgb(32, 32, seed=s) for s in range(5)] + [random_rgb(24, 32, seed=9)]
+    alone = [tok.encode(im, resize=False, refine_steps=4) for im in images]
+    batches: list[tuple[int, ...]] = []
+
+    def recording(model, codebook, x, *args, **kwargs):
+        batches.append(tuple(x.shape))
+        return refine_ids(model, codebook, x, *args, **kwargs)
+
+    monkeypatch.setattr(tokenizer_module, "refine_ids", recording)
+    monkeypatch.setattr(tokenizer_module, "REFINE_BATCH_PIXELS", 2 * 32 * 32)  # two 32x32 images per batch
+    together = tok.encode(images, resize=False, refine_steps=4, batch_size=8)
+    assert batches == [(2, 3, 32, 32), (2, 3, 32, 32), (1, 3, 32, 32), (1, 3, 24, 32)]
+    for i, (a, b) in enumerate(zip(alone, together)):
+        assert torch.equal(a, b), f"image {i}: batched refinement chose other tokens"

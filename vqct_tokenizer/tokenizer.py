@@ -55,6 +55,9 @@ DEFAULT_MAX_NATIVE_PIXELS = 4096 * 3072
 #: whole one in the seam bands (32 px: 40.5 dB), and the bands score 0.31 dB below the rest of the
 #: image (32 px: 0.63 dB), at the same speed.
 DEFAULT_TILE_SIZE = 640
+# refinement keeps a step's activations for its backward pass: batch images of one size up to this many
+# pixels, the size of the largest image it takes alone (one tile)
+REFINE_BATCH_PIXELS = DEFAULT_TILE_SIZE * DEFAULT_TILE_SIZE
 DEFAULT_TILE_OVERLAP = 64
 CELLS_FLAG = "--max-cells"
 #: How to change the one size limit from Python (the CLI names PIXELS_FLAG instead).
@@ -214,8 +217,10 @@ class VQCTTokenizer(nn.Module):
                 one (``vqct_tokenizer.refinement``; docs/BENCHMARKS.md "Encode-time refinement"
                 for what it buys). Each step is a decoder pass forwards and back: about 0.7 s for a
                 256x256 image on two CPU cores. Runs in float32 on the model's own path, ``precision``
-                aside, and only for images that decode in one piece (sides up to ``tile_size``).
-            progress: a progress bar over the refinement steps.
+                aside, and only for images that decode in one piece (sides up to ``tile_size``);
+                images of one size are refined together, up to ``batch_size`` and
+                ``REFINE_BATCH_PIXELS`` (640x640) at a time: a 640x480 image alone took 2.9 GB.
+            progress: a progress bar over the refinement steps (one bar per batch).
 
         Native images larger than ``tile_size`` run tile by tile (see the class notes). A failed
         allocation is a NotEnoughMemoryError (a MemoryError) that names the limits to lower.
@@ -229,20 +234,30 @@ class VQCTTokenizer(nn.Module):
         with self._memory_guard("encode", max_native_pixels):
             inputs, batched, sizes = self.preprocess(images, resize=resize, max_native_pixels=max_native_pixels)
             if refine_steps > 1:
-                self._check_refinable(inputs)
-                grids = [refine_ids(self.model, self.codebook, t[None].to(self.device, self.dtype), refine_steps,
-                                    progress=progress)[0] for t in inputs]
-                inputs.clear()
-                return self._collect(grids, batched, sizes, return_image_sizes)
+                self.check_refinable(inputs)
+
+                def run(x: torch.Tensor) -> torch.Tensor:
+                    # images of one batch are refined independently (a summed loss, Adam per element)
+                    return refine_ids(self.model, self.codebook, x.to(self.device, self.dtype), refine_steps,
+                                      progress=progress)
+            else:
+                def run(x: torch.Tensor) -> torch.Tensor:
+                    return self.encode_preprocessed(x, precision=precision)
             grids: list[torch.Tensor] = []
-            for start in range(0, len(inputs), batch_size):
-                chunk = inputs[start:start + batch_size]
+            start = 0
+            while start < len(inputs):
+                step = batch_size
+                if refine_steps > 1:  # activations of every step are kept for its backward pass
+                    height, width = inputs[start].shape[-2:]
+                    step = min(step, max(1, REFINE_BATCH_PIXELS // (height * width)))
+                chunk = inputs[start:start + step]
                 if len(chunk) > 1 and len({t.shape for t in chunk}) == 1:
-                    grids.extend(self.encode_preprocessed(torch.stack(chunk), precision=precision))
+                    grids.extend(run(torch.stack(chunk)))
                 else:  # one image (no stacked copy), or native sizes differ: no padding to a common size
-                    grids.extend(self.encode_preprocessed(t[None], precision=precision)[0] for t in chunk)
-                for i in range(start, min(start + batch_size, len(inputs))):
+                    grids.extend(run(t[None])[0] for t in chunk)
+                for i in range(start, min(start + step, len(inputs))):
                     inputs[i] = None  # each image's pixels go as soon as it is encoded
+                start += step
         return self._collect(grids, batched, sizes, return_image_sizes)
 
     @staticmethod
@@ -255,11 +270,12 @@ class VQCTTokenizer(nn.Module):
             return out, (sizes if batched else sizes[0])
         return out
 
-    def _check_refinable(self, inputs: list[torch.Tensor]) -> None:
+    def check_refinable(self, inputs: list[torch.Tensor]) -> None:
         """Refinement scores whole-image decodes: refuse, before any work, an image that decodes in tiles."""
+        f = self.downsample_factor
         for t in inputs:
             h, w = int(t.shape[-2]), int(t.shape[-1])
-            if self._tile_cells(h, w) is not None:
+            if self._tile_cells(-(-h // f) * f, -(-w // f) * f) is not None:  # as padded for encoding
                 raise ImageError(f"refine_steps: a {h}x{w} image decodes tile by tile (tile_size {self.tile_size}), "
                                  "and refinement fits tokens to a whole-image decode; resize it, raise tile_size "
                                  "(memory grows with the image), or pass refine_steps=0")

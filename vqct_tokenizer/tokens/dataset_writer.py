@@ -26,8 +26,10 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..errors import ImageError
 from ..image_io import check_native_size, list_image_files, native_file_limit, read_image_file
 from ..image_processor import ImageProcessor
+from ..refinement import check_refine_steps
 from ..runtime import progress_bar, resolve_device
 from .shards import (FORMAT_NAME, FORMAT_VERSION, SETTINGS_NAME, read_json, shard_done, shard_name, shard_range,
                      write_json, write_manifest, write_shard_tokens)
@@ -175,7 +177,8 @@ class EncodeResult:
 def encode_dataset(source: str | os.PathLike, out_dir: str | os.PathLike, tokenizer: Any = None, *,
                    batch_size: int = 32, shard_size: int = 1024, resolution: int | None = None,
                    native: bool = False, device: str | torch.device | None = "auto", workers: int = 2,
-                   progress: bool = True, max_pixels: int | None = None, _cli: bool = False) -> EncodeResult:
+                   progress: bool = True, max_pixels: int | None = None, refine_steps: int = 0,
+                   _cli: bool = False) -> EncodeResult:
     """Tokenize every image of ``source`` into shards under ``out_dir``; resumable and torchrun-aware.
 
     Args:
@@ -193,6 +196,9 @@ def encode_dataset(source: str | os.PathLike, out_dir: str | os.PathLike, tokeni
         max_pixels: the largest image file to read (default: PIL.Image.MAX_IMAGE_PIXELS) and, with
             ``native``, the largest to encode after padding (default: the tokenizer's
             ``max_native_pixels``, 4096*3072). Larger images are listed as failures.
+        refine_steps: fit each image's tokens to the decoder (``VQCTTokenizer.encode``'s
+            ``refine_steps``; 0 = the encoder's tokens). Images too large to refine (they decode
+            in tiles) are listed as failures; must be the same when resuming.
 
     Under ``torchrun`` (RANK set) each rank encodes shards i with i % WORLD_SIZE == RANK and rank 0
     writes the manifest after a barrier. All ranks must see the same ``out_dir`` (a shared file system
@@ -206,6 +212,7 @@ def encode_dataset(source: str | os.PathLike, out_dir: str | os.PathLike, tokeni
         raise ValueError(f"workers must be >= 0, got {workers}")
     if max_pixels is not None and max_pixels < 1:
         raise ValueError(f"max_pixels must be >= 1, got {max_pixels}")
+    refine_steps = check_refine_steps(refine_steps)
     out = Path(out_dir)
     root, files = list_inputs(source)
     dist_info = _setup_distributed(str(device))
@@ -224,6 +231,7 @@ def encode_dataset(source: str | os.PathLike, out_dir: str | os.PathLike, tokeni
             "source_root": str(root.resolve()),
             # fast paths may differ from fp32 in a few near-tied cells: one run, one path
             "precision": getattr(tok, "precision", "fp32"),
+            "refine_steps": refine_steps,
         }
         _claim_out_dir(out, settings, dist_info)
         layout = cfg.token_layout(None if size is None else (size // cfg.downsample_factor,) * 2)
@@ -241,7 +249,7 @@ def encode_dataset(source: str | os.PathLike, out_dir: str | os.PathLike, tokeni
         images = _ImageFiles(root, files, size, cfg.resize_mode, cfg.resample, limits)
         try:
             written, encoded, failed = _encode_shards(tok, out, images, pending, batch_size, workers, layout,
-                                                      settings, bar)
+                                                      settings, bar, refine_steps)
         finally:
             bar.close()
         dist_info.barrier()  # every rank's shards are on disk before the merge
@@ -286,8 +294,10 @@ def _check_settings(out: Path, old: Any, new: dict[str, Any]) -> None:
         raise ValueError(f"{out} holds tokens of model {old.get('model')!r} with other weights (weights hash "
                          f"{old.get('weights_hash')} vs {new['weights_hash']}); use a new output folder or the same model")
     flags = {"native": "--native", "resolution": "--resolution", "resize_mode": "the config's resize_mode",
-             "resample": "the config's resample", "shard_size": "--shard-size", "precision": "--precision"}
-    old = {"precision": "fp32", **old}  # runs started before precision was recorded used fp32
+             "resample": "the config's resample", "shard_size": "--shard-size", "precision": "--precision",
+             "refine_steps": "--refine"}
+    # runs started before these were recorded used fp32 and no refinement
+    old = {"precision": "fp32", "refine_steps": 0, **old}
     for key, flag in flags.items():
         if old.get(key) != new[key]:
             raise ValueError(f"{out} was started with {key}={old.get(key)!r}, this run has {new[key]!r}; "
@@ -298,7 +308,8 @@ def _check_settings(out: Path, old: Any, new: dict[str, Any]) -> None:
 
 
 def _encode_shards(tok, out: Path, images: _ImageFiles, shards: list[tuple[int, range]], batch_size: int,
-                   workers: int, layout: dict[str, Any], settings: dict[str, Any], bar) -> tuple[int, int, int]:
+                   workers: int, layout: dict[str, Any], settings: dict[str, Any], bar,
+                   refine_steps: int = 0) -> tuple[int, int, int]:
     """Encode the pending shards in order, writing each as soon as its last batch is done.
 
     Memory stays bounded: one shard's token grids, plus the batches the workers prefetch.
@@ -315,7 +326,7 @@ def _encode_shards(tok, out: Path, images: _ImageFiles, shards: list[tuple[int, 
     grids: list[torch.Tensor] = []
     for batch in loader:
         grids.extend(_encode_batch(tok, batch, native=layout["grid"] is None,
-                                   max_native_pixels=images.limits.native_pixels))
+                                   max_native_pixels=images.limits.native_pixels, refine_steps=refine_steps))
         records.extend(batch)
         bar.update(len(batch))
         if records[-1]["index"] == current_range.stop - 1:  # the shard's last batch
@@ -331,8 +342,16 @@ def _encode_shards(tok, out: Path, images: _ImageFiles, shards: list[tuple[int, 
     return written, encoded, failed
 
 
-def _encode_batch(tok, batch: list[dict[str, Any]], native: bool, max_native_pixels: int | None) -> list[torch.Tensor]:
+def _encode_batch(tok, batch: list[dict[str, Any]], native: bool, max_native_pixels: int | None,
+                  refine_steps: int = 0) -> list[torch.Tensor]:
     """Token grids (on CPU) of the readable images of a batch, in batch order."""
+    if refine_steps > 1:
+        for r in batch:  # refinement scores whole-image decodes: an image that decodes in tiles is a failure
+            if r["error"] is None:
+                try:
+                    tok.check_refinable([r["image"]])
+                except ImageError as exc:
+                    r["error"], r["image"] = str(exc), None
     images = [r["image"] for r in batch if r["error"] is None]
     for r in batch:
         r["image"] = None  # drop pixels as soon as they are encoded: memory stays one batch
@@ -342,10 +361,12 @@ def _encode_batch(tok, batch: list[dict[str, Any]], native: bool, max_native_pix
     # exactly that of tok.encode(path)
     if not native:  # the run's own --resolution: not subject to the native-size limit
         pixels = int(images[0].shape[1] * images[0].shape[2])
-        tokens = tok.encode(torch.stack(images), resize=False, batch_size=len(images), max_native_pixels=pixels)
+        tokens = tok.encode(torch.stack(images), resize=False, batch_size=len(images), max_native_pixels=pixels,
+                            refine_steps=refine_steps)
         return list(tokens.cpu())
     # the workers already refused images over the limit (as listed failures); this is the same bound
-    tokens = tok.encode(images, resize=False, batch_size=len(images), max_native_pixels=max_native_pixels)
+    tokens = tok.encode(images, resize=False, batch_size=len(images), max_native_pixels=max_native_pixels,
+                        refine_steps=refine_steps)
     return [t.cpu() for t in (tokens if isinstance(tokens, list) else tokens.unbind(0))]
 
 

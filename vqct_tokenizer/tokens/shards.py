@@ -183,6 +183,8 @@ def write_manifest(out: Path, settings: dict[str, Any], layout: dict[str, Any], 
         "model": settings["model"], "config_hash": settings["config_hash"], "weights_hash": settings["weights_hash"],
         "resolution": settings["resolution"], "native": settings["native"],
         "source_root": settings["source_root"], "shard_size": settings["shard_size"],
+        # how the tokens were made: the encoder path and encode-time refinement
+        "precision": settings.get("precision", "fp32"), "refine_steps": settings.get("refine_steps", 0),
         "layout": layout,
         "counts": {"inputs": len(files), "encoded": len(images), "failed": len(failures), "shards": num_shards},
         "shards": [f"{shard_name(i)}.safetensors" for i in range(num_shards)],
