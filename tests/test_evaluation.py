@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+import vqct_tokenizer
 from vqct_tokenizer import VQCTConfig, VQCTTokenizer
 from vqct_tokenizer.evaluation import external
 from vqct_tokenizer.evaluation.evaluate import evaluate, list_images
@@ -247,6 +248,8 @@ def test_report_schema_and_files(tiny_tokenizer: VQCTTokenizer, image_dir: Path,
     assert 0 < usage["groups"]["noun"]["used_percent"] <= 100
     assert report["methods"]["ms_ssim"]["scales"] == 2 and "sigma 1.5" in report["methods"]["ssim"]
     assert isinstance(report["versions"]["torch"], str) and isinstance(report["timing"]["wall_s"], float)
+    # the version of the code that ran, not an editable install's possibly stale metadata
+    assert report["versions"]["vqct-tokenizer"] == vqct_tokenizer.__version__
     with Image.open(report["files"]["grid"]) as grid:
         assert grid.width >= 5 * 32 and grid.height >= 2 * 32
     with Image.open(report["files"]["usage_plot"]) as plot:
