@@ -58,6 +58,9 @@ DEFAULT_TILE_SIZE = 640
 # refinement keeps a step's activations for its backward pass: batch images of one size up to this many
 # pixels, the size of the largest image it takes alone (one tile)
 REFINE_BATCH_PIXELS = DEFAULT_TILE_SIZE * DEFAULT_TILE_SIZE
+# ... but not on a CPU, where six 256x256 photos per pass took 1.14x the time per photo of one at a time
+# (2 cores; benchmarks/results/refine_batch_speed.json)
+REFINE_BATCHES_ON_CPU = False
 DEFAULT_TILE_OVERLAP = 64
 CELLS_FLAG = "--max-cells"
 #: How to change the one size limit from Python (the CLI names PIXELS_FLAG instead).
@@ -218,9 +221,10 @@ class VQCTTokenizer(nn.Module):
                 for what it buys). Each step is a decoder pass forwards and back: about 0.7 s for a
                 256x256 image on two CPU cores. Runs in float32 on the model's own path, ``precision``
                 aside, and only for images that decode in one piece (sides up to ``tile_size``);
-                images of one size are refined together, up to ``batch_size`` and
-                ``REFINE_BATCH_PIXELS`` (640x640) at a time: a 640x480 image alone took 2.9 GB.
-            progress: a progress bar over the refinement steps (one bar per batch).
+                a 640x480 image took 2.9 GB. On a GPU, images of one size are refined together, up
+                to ``batch_size`` and ``REFINE_BATCH_PIXELS`` (640x640) at a time, each searched on
+                its own; on a CPU, where that measured slower, one at a time.
+            progress: a progress bar over the refinement steps (one bar per pass).
 
         Native images larger than ``tile_size`` run tile by tile (see the class notes). A failed
         allocation is a NotEnoughMemoryError (a MemoryError) that names the limits to lower.
@@ -247,9 +251,8 @@ class VQCTTokenizer(nn.Module):
             start = 0
             while start < len(inputs):
                 step = batch_size
-                if refine_steps > 1:  # activations of every step are kept for its backward pass
-                    height, width = inputs[start].shape[-2:]
-                    step = min(step, max(1, REFINE_BATCH_PIXELS // (height * width)))
+                if refine_steps > 1:
+                    step = self._refine_batch(inputs[start], batch_size)
                 chunk = inputs[start:start + step]
                 if len(chunk) > 1 and len({t.shape for t in chunk}) == 1:
                     grids.extend(run(torch.stack(chunk)))
@@ -269,6 +272,13 @@ class VQCTTokenizer(nn.Module):
         if return_image_sizes:
             return out, (sizes if batched else sizes[0])
         return out
+
+    def _refine_batch(self, image: torch.Tensor, batch_size: int) -> int:
+        """How many images of ``image``'s size to refine per pass."""
+        if self.device.type == "cpu" and not REFINE_BATCHES_ON_CPU:
+            return 1
+        height, width = image.shape[-2:]
+        return min(batch_size, max(1, REFINE_BATCH_PIXELS // (height * width)))
 
     def check_refinable(self, inputs: list[torch.Tensor]) -> None:
         """Refinement scores whole-image decodes: refuse, before any work, an image that decodes in tiles."""
