@@ -155,3 +155,29 @@ def test_refinement_runs_one_image_per_pass_on_a_cpu_and_batches_of_one_size_els
         # exact on this tiny model; on vqct-open-f8, float rounding in batched convolutions changed
         # 2.3 % of ids (benchmarks/results/refine_batch_speed.json)
         assert torch.equal(a, b), f"image {i}: batched refinement chose other tokens"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_a_grid_stitched_from_the_best_blocks_is_kept_only_where_it_beats_the_best_whole_grid(seed: int) -> None:
+    tok = make_tokenizer(seed)
+    x = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    # on these tiny models (f = 4, so 8x8 cells: four 4x4 blocks) a stitched grid beats the best whole
+    # one for one image in six, and is worse for the other five: taking it unchecked fails the first assert
+    whole = mse_of(tok, x, refine_ids(tok.model, tok.codebook, x, 8, lr=0.3, block=None))
+    stitched = mse_of(tok, x, refine_ids(tok.model, tok.codebook, x, 8, lr=0.3, block=4))
+    assert (stitched <= whole + 1e-7).all(), (whole, stitched)
+    assert (stitched < whole - 1e-6).any(), "stitching improved no image: the test no longer exercises it"
+
+
+def test_the_step_size_falls_on_a_half_cosine_and_bad_blocks_are_refused() -> None:
+    from vqct_tokenizer.refinement import _step_size
+
+    sizes = [_step_size(0.02, move, 20) for move in range(19)]
+    assert sizes[0] == pytest.approx(0.02) and all(a > b for a, b in zip(sizes, sizes[1:]))
+    assert 0.002 < sizes[-1] < 0.0022
+    assert (sizes[9] + sizes[10]) / 2 == pytest.approx(0.011, rel=0.01)  # halfway: the mean of lr and lr/10
+    tok = make_tokenizer(0)
+    x = torch.zeros(1, 3, 32, 32)
+    for block in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="block"):
+            refine_ids(tok.model, tok.codebook, x, 3, block=block)
