@@ -96,6 +96,7 @@ def _search(model: VQAutoencoder, codebook: torch.Tensor, x: torch.Tensor, z0: t
         best_err = torch.full((x.shape[0],), float("inf"), device=x.device)
         stitched, block_err = best_ids.clone(), None  # (B, h, w, slots); (B, h/block, w/block)
         dtype = next(model.post_quant_conv.parameters()).dtype
+        f = x.shape[-1] // best_ids.shape[2]  # pixels per cell
         for step in _steps(steps, progress):
             with torch.enable_grad():
                 z = quantizer.normalize_latent(latent)
@@ -110,7 +111,7 @@ def _search(model: VQAutoencoder, codebook: torch.Tensor, x: torch.Tensor, z0: t
                     best_err = torch.where(better, err.detach(), best_err)
                     best_ids[better] = ids[better]
                 if block is not None:
-                    block_err = _stitch(stitched, block_err, ids, sq.detach(), block, x.shape[-1] // ids.shape[2])
+                    block_err = _stitch(stitched, block_err, ids, sq.detach(), block, f)
                 opt.zero_grad(set_to_none=True)
                 if step == steps - 1:
                     break  # the last grid is scored; a step after it would never be

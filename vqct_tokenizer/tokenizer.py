@@ -250,17 +250,15 @@ class VQCTTokenizer(nn.Module):
             grids: list[torch.Tensor] = []
             start = 0
             while start < len(inputs):
-                step = batch_size
-                if refine_steps > 1:
-                    step = self._refine_batch(inputs[start], batch_size)
-                chunk = inputs[start:start + step]
+                count = self._refine_batch(inputs[start], batch_size) if refine_steps > 1 else batch_size
+                chunk = inputs[start:start + count]
                 if len(chunk) > 1 and len({t.shape for t in chunk}) == 1:
                     grids.extend(run(torch.stack(chunk)))
                 else:  # one image (no stacked copy), or native sizes differ: no padding to a common size
                     grids.extend(run(t[None])[0] for t in chunk)
-                for i in range(start, min(start + step, len(inputs))):
+                for i in range(start, min(start + count, len(inputs))):
                     inputs[i] = None  # each image's pixels go as soon as it is encoded
-                start += step
+                start += count
         return self._collect(grids, batched, sizes, return_image_sizes)
 
     @staticmethod

@@ -249,7 +249,7 @@ def encode_dataset(source: str | os.PathLike, out_dir: str | os.PathLike, tokeni
         images = _ImageFiles(root, files, size, cfg.resize_mode, cfg.resample, limits)
         try:
             written, encoded, failed = _encode_shards(tok, out, images, pending, batch_size, workers, layout,
-                                                      settings, bar, refine_steps)
+                                                      settings, bar)
         finally:
             bar.close()
         dist_info.barrier()  # every rank's shards are on disk before the merge
@@ -308,8 +308,7 @@ def _check_settings(out: Path, old: Any, new: dict[str, Any]) -> None:
 
 
 def _encode_shards(tok, out: Path, images: _ImageFiles, shards: list[tuple[int, range]], batch_size: int,
-                   workers: int, layout: dict[str, Any], settings: dict[str, Any], bar,
-                   refine_steps: int = 0) -> tuple[int, int, int]:
+                   workers: int, layout: dict[str, Any], settings: dict[str, Any], bar) -> tuple[int, int, int]:
     """Encode the pending shards in order, writing each as soon as its last batch is done.
 
     Memory stays bounded: one shard's token grids, plus the batches the workers prefetch.
@@ -326,7 +325,8 @@ def _encode_shards(tok, out: Path, images: _ImageFiles, shards: list[tuple[int, 
     grids: list[torch.Tensor] = []
     for batch in loader:
         grids.extend(_encode_batch(tok, batch, native=layout["grid"] is None,
-                                   max_native_pixels=images.limits.native_pixels, refine_steps=refine_steps))
+                                   max_native_pixels=images.limits.native_pixels,
+                                   refine_steps=settings["refine_steps"]))
         records.extend(batch)
         bar.update(len(batch))
         if records[-1]["index"] == current_range.stop - 1:  # the shard's last batch
